@@ -1,0 +1,75 @@
+"""Name -> environment registry covering the POPGym tasks and every gymnax id."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import gymnax
+
+import ssmrl.envs.popgym as _popgym_pkg
+
+Factory = Callable[[], tuple[Any, Any]]
+
+
+@cache
+def _tables() -> tuple[dict[str, Factory], dict[str, str]]:
+    tasks: dict[str, Factory] = {}
+    aliases: dict[str, str] = {}
+    for info in pkgutil.iter_modules(_popgym_pkg.__path__):
+        module = importlib.import_module(f"{_popgym_pkg.__name__}.{info.name}")
+        tasks.update(getattr(module, "TASKS", {}))
+        aliases.update(getattr(module, "ALIASES", {}))
+    return tasks, aliases
+
+
+def names(include_gymnax: bool = True) -> list[str]:
+    """All names `make` accepts (aliases excluded), POPGym tasks first."""
+    tasks, _ = _tables()
+    out = sorted(tasks)
+    if include_gymnax:
+        out += [n for n in gymnax.registered_envs if n not in tasks]
+    return out
+
+
+def make(name: str, **param_overrides: Any) -> tuple[Any, Any]:
+    """Build an environment and its default parameters by name.
+
+    Args:
+        name: a POPGym task (``"RepeatPreviousHard"``), an older alias
+            (``"StatelessCartPoleHard"``) or any gymnax id (``"CartPole-v1"``).
+        **param_overrides: fields of the env's params dataclass to replace.
+
+    Returns:
+        ``(env, env_params)``.
+
+    Raises:
+        ValueError: unknown name (with the closest names) or unknown param field.
+    """
+    tasks, aliases = _tables()
+    canonical = aliases.get(name, name)
+    if canonical in tasks:
+        env, params = tasks[canonical]()
+    elif canonical in gymnax.registered_envs:
+        env, params = gymnax.make(canonical)
+    else:
+        candidates = names() + sorted(aliases)
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(
+            f"unknown environment {name!r}{hint} (ssmrl.envs.names() lists all {len(candidates)})"
+        )
+    if param_overrides:
+        fields = {f.name for f in dataclasses.fields(params)}
+        unknown = sorted(set(param_overrides) - fields)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {unknown} for {canonical}; allowed: {sorted(fields)}"
+            )
+        params = params.replace(**param_overrides)
+    return env, params
