@@ -1,0 +1,234 @@
+"""S5: stacked simplified structured state-space layers with in-scan episode resets.
+
+Each layer maps ``u [T, B, H] -> y [T, B, H]`` through a diagonal complex linear
+recurrence (see `ssmrl.cores.scan`), initialised from block-diagonal HiPPO-N
+eigenvalues, discretised with learnable per-state time steps (ZOH or bilinear):
+
+    x[t] = Λ̄ x[t-1] + B̄ u[t]       (x reset to 0 at episode starts)
+    y[t] = c · Re(C̃ x[t]) + D ⊙ u[t]    (c = 2 with conjugate symmetry, else 1)
+
+followed by GELU, GLU-style mixing, and a residual connection with LayerNorm
+before (prenorm) or after the layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssmrl.cores.hippo import block_diagonal_init
+from ssmrl.cores.scan import SCAN_MODES, linear_recurrence
+
+DISCRETIZATIONS = ("zoh", "bilinear")
+MIXINGS = ("half_glu", "full_glu")
+
+
+def discretize(lam, b_tilde, step, method: str):
+    """Discretise the continuous diagonal system.
+
+    | arg     | shape    | meaning                              |
+    |---------|----------|--------------------------------------|
+    | lam     | [P]      | complex continuous-time eigenvalues  |
+    | b_tilde | [P, H]   | complex input matrix in the eigenbasis |
+    | step    | [P]      | positive time steps Δ                |
+    | return  | [P], [P, H] | Λ̄ and B̄                         |
+
+    ZOH: ``Λ̄ = exp(ΛΔ)``, ``B̄ = (Λ̄ - 1)/Λ · B̃``.
+    Bilinear: ``Λ̄ = (1 + ΔΛ/2)/(1 - ΔΛ/2)``, ``B̄ = Δ/(1 - ΔΛ/2) · B̃``.
+    """
+    if method == "zoh":
+        lam_bar = jnp.exp(lam * step)
+        return lam_bar, ((lam_bar - 1.0) / lam)[:, None] * b_tilde
+    if method == "bilinear":
+        inv = 1.0 / (1.0 - 0.5 * step * lam)
+        return inv * (1.0 + 0.5 * step * lam), (inv * step)[:, None] * b_tilde
+    raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {method!r}")
+
+
+def _constant(value):
+    return lambda key, shape: jnp.asarray(value, jnp.float32).reshape(shape)
+
+
+class S5Layer(nn.Module):
+    """One S5 layer: norm, SSM, GELU, GLU mixing, residual.
+
+    Carry: the complex state ``[B, P']`` (``P' = state_size // 2`` with conj_sym).
+    """
+
+    features: int
+    state_size: int
+    blocks: int = 1
+    conj_sym: bool = True
+    discretization: str = "zoh"
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    clip_eigs: bool = False
+    prenorm: bool = True
+    mixing: str = "half_glu"
+    scan: str = "auto"
+
+    def setup(self):
+        lam, v = block_diagonal_init(self.state_size, self.blocks, self.conj_sym)
+        p, h = lam.shape[0], self.features
+
+        v_inv = jnp.asarray(v.conj().T, jnp.complex64)
+        v = jnp.asarray(v, jnp.complex64)
+
+        def b_init(key, shape):
+            # Real B [P, H] with fan-in H, moved into the eigenbasis: B̃ = V⁻¹ B.
+            bt = v_inv @ (jax.random.normal(key, (self.state_size, h)) / math.sqrt(h))
+            return jnp.stack([bt.real, bt.imag], -1)
+
+        def c_init(key, shape):
+            # Complex C [H, P] with variance 1/P per part, then C̃ = C V.
+            c = jax.random.normal(key, (h, self.state_size, 2)) / math.sqrt(self.state_size)
+            ct = (c[..., 0] + 1j * c[..., 1]) @ v
+            return jnp.stack([ct.real, ct.imag], -1)
+
+        def log_step_init(key, shape):
+            return jax.random.uniform(
+                key, shape, minval=math.log(self.dt_min), maxval=math.log(self.dt_max)
+            )
+
+        self.lambda_re = self.param("lambda_re", _constant(lam.real), (p,))
+        self.lambda_im = self.param("lambda_im", _constant(lam.imag), (p,))
+        self.b = self.param("B", b_init, (p, h, 2))
+        self.c = self.param("C", c_init, (h, p, 2))
+        self.d = self.param("D", nn.initializers.normal(1.0), (h,))
+        self.log_step = self.param("log_step", log_step_init, (p,))
+        self.norm = nn.LayerNorm()
+        self.mix_gate = nn.Dense(h)
+        if self.mixing == "full_glu":
+            self.mix_value = nn.Dense(h)
+
+    def _system(self):
+        re = self.lambda_re
+        if self.clip_eigs:
+            re = jnp.minimum(re, -1e-4)
+        lam = re + 1j * self.lambda_im
+        b_tilde = self.b[..., 0] + 1j * self.b[..., 1]
+        c_tilde = self.c[..., 0] + 1j * self.c[..., 1]
+        lam_bar, b_bar = discretize(lam, b_tilde, jnp.exp(self.log_step), self.discretization)
+        return lam_bar, b_bar, c_tilde
+
+    def _output(self, x, u, c_tilde):
+        scale = 2.0 if self.conj_sym else 1.0
+        y = scale * jnp.real(x @ c_tilde.T) + self.d * u
+        y = nn.gelu(y)
+        value = self.mix_value(y) if self.mixing == "full_glu" else y
+        return value * nn.sigmoid(self.mix_gate(y))
+
+    def _finish(self, h, y):
+        out = h + y
+        return out if self.prenorm else self.norm(out)
+
+    def __call__(self, carry, h, resets):
+        """carry [B, P'] complex, h [T, B, H], resets [T, B] -> (carry, [T, B, H])."""
+        lam_bar, b_bar, c_tilde = self._system()
+        u = self.norm(h) if self.prenorm else h
+        xs = linear_recurrence(lam_bar, u.astype(b_bar.dtype) @ b_bar.T, resets, carry, self.scan)
+        return xs[-1], self._finish(h, self._output(xs, u, c_tilde))
+
+    def step(self, carry, h, reset):
+        """carry [B, P'] complex, h [B, H], reset [B] -> (carry, [B, H])."""
+        lam_bar, b_bar, c_tilde = self._system()
+        u = self.norm(h) if self.prenorm else h
+        bu = u.astype(b_bar.dtype) @ b_bar.T
+        x = jnp.where(reset[:, None], bu, lam_bar * carry + bu)
+        return x, self._finish(h, self._output(x, u, c_tilde))
+
+
+class S5(nn.Module):
+    """S5 memory core: a Dense encoder to ``features`` then ``num_layers`` S5 layers.
+
+    | call          | inputs                                   | outputs               |
+    |---------------|------------------------------------------|-----------------------|
+    | ``__call__``  | carry [B, L, P'], xs [T, B, F], resets [T, B] | carry, ys [T, B, features] |
+    | ``step``      | carry [B, L, P'], x [B, F], reset [B]    | carry, y [B, features] |
+
+    ``P' = state_size // 2`` with ``conj_sym`` (the default), else ``state_size``.
+    ``blocks`` HiPPO-N blocks of size ``state_size / blocks`` tile the eigenvalues.
+    ``scan``: "associative" (parallel), "sequential" (lax.scan) or "auto" (by backend).
+    """
+
+    features: int = 128
+    num_layers: int = 2
+    state_size: int = 128
+    blocks: int = 1
+    conj_sym: bool = True
+    discretization: str = "zoh"
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    clip_eigs: bool = False
+    prenorm: bool = True
+    mixing: str = "half_glu"
+    scan: str = "auto"
+
+    def __post_init__(self):
+        _check_choice("discretization", self.discretization, DISCRETIZATIONS)
+        _check_choice("mixing", self.mixing, MIXINGS)
+        _check_choice("scan", self.scan, SCAN_MODES)
+        for name in ("features", "num_layers", "state_size", "blocks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        if self.state_size % self.blocks or (
+            self.conj_sym and (self.state_size // self.blocks) % 2
+        ):
+            raise ValueError(
+                f"blocks={self.blocks} must divide state_size={self.state_size}"
+                + (" into even blocks (conj_sym=True)" if self.conj_sym else "")
+            )
+        super().__post_init__()
+
+    @property
+    def _carry_size(self) -> int:
+        return self.state_size // 2 if self.conj_sym else self.state_size
+
+    def initialize_carry(self, batch_size: int) -> jax.Array:
+        """Zero state, ``[batch_size, num_layers, P']`` complex64."""
+        return jnp.zeros((batch_size, self.num_layers, self._carry_size), jnp.complex64)
+
+    def setup(self):
+        self.encoder = nn.Dense(self.features)
+        self.layers = [
+            S5Layer(
+                features=self.features,
+                state_size=self.state_size,
+                blocks=self.blocks,
+                conj_sym=self.conj_sym,
+                discretization=self.discretization,
+                dt_min=self.dt_min,
+                dt_max=self.dt_max,
+                clip_eigs=self.clip_eigs,
+                prenorm=self.prenorm,
+                mixing=self.mixing,
+                scan=self.scan,
+            )
+            for _ in range(self.num_layers)
+        ]
+
+    def __call__(self, carry, xs, resets):
+        h = self.encoder(xs)
+        new = []
+        for i, layer in enumerate(self.layers):
+            c, h = layer(carry[:, i], h, resets)
+            new.append(c)
+        return jnp.stack(new, axis=1), h
+
+    def step(self, carry, x, reset):
+        h = self.encoder(x)
+        new = []
+        for i, layer in enumerate(self.layers):
+            c, h = layer.step(carry[:, i], h, reset)
+            new.append(c)
+        return jnp.stack(new, axis=1), h
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
