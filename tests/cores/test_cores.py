@@ -1,0 +1,235 @@
+"""Every memory core against plain NumPy float64 loops, and the contract's invariants."""
+
+from __future__ import annotations
+
+from functools import cache, partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ssmrl.cores as cores
+from tests.cores import reference
+
+F, B = 5, 3  # input width differs from the core width on purpose
+S5_BASE = dict(features=8, num_layers=2, state_size=8, blocks=2)
+CASES = {
+    "s5-associative": ("s5", dict(S5_BASE, scan="associative")),
+    "s5-sequential": ("s5", dict(S5_BASE, scan="sequential")),
+    "s5-variant": (
+        "s5",
+        dict(
+            features=6,
+            num_layers=1,
+            state_size=6,
+            conj_sym=False,
+            discretization="bilinear",
+            prenorm=False,
+            mixing="full_glu",
+            clip_eigs=True,
+            scan="associative",
+        ),
+    ),
+    "gru": ("gru", dict(features=8, num_layers=2)),
+    "lstm": ("lstm", dict(features=8, num_layers=2)),
+    "mlp": ("mlp", dict(features=8, num_layers=2)),
+}
+
+
+class Case:
+    """A core, its params, and jitted sequence/step calls shared by all tests."""
+
+    def __init__(self, case: str):
+        self.name, self.options = CASES[case]
+        self.core = cores.make(self.name, **self.options)
+        key = jax.random.PRNGKey(0)
+        xs, resets = jnp.zeros((2, B, F)), jnp.zeros((2, B), bool)
+        self.params = self.core.init(key, self.core.initialize_carry(B), xs, resets)
+        self.seq = jax.jit(self.core.apply)
+        self.step = jax.jit(partial(self.core.apply, method="step"))
+
+    def carry(self, seed: int, batch: int = B):
+        """A random non-zero carry of the right structure."""
+        zero = self.core.initialize_carry(batch)
+        leaves, tree = jax.tree.flatten(zero)
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+        new = []
+        for k, leaf in zip(keys, leaves, strict=True):
+            if jnp.iscomplexobj(leaf):
+                kr, ki = jax.random.split(k)
+                z = jax.random.normal(kr, leaf.shape) + 1j * jax.random.normal(ki, leaf.shape)
+                new.append((0.5 * z).astype(leaf.dtype))
+            else:
+                new.append(0.5 * jax.random.normal(k, leaf.shape, leaf.dtype))
+        return jax.tree.unflatten(tree, new)
+
+    def reference(self, carry, xs, resets):
+        xs, resets = np.asarray(xs, np.float64), np.asarray(resets)
+        if self.name == "s5":
+            cfg = dict(cores.options("s5"), **self.options)
+            return reference.s5(self.params, cfg, carry, xs, resets)
+        layers = self.options["num_layers"]
+        if self.name == "gru":
+            return reference.gru(self.params, layers, carry, xs, resets)
+        if self.name == "lstm":
+            return reference.lstm(self.params, layers, carry, xs, resets)
+        return carry, reference.mlp(self.params, layers, xs)
+
+
+@cache
+def get(case: str) -> Case:
+    return Case(case)
+
+
+def data(seed: int, t: int, p_reset: float, batch: int = B):
+    rng = np.random.default_rng(seed)
+    xs = rng.normal(size=(t, batch, F)).astype(np.float32)
+    resets = rng.random((t, batch)) < p_reset
+    return jnp.asarray(xs), jnp.asarray(resets)
+
+
+def assert_trees_close(a, b, tol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("t", [1, 2, 7, 64])
+@pytest.mark.parametrize("p_reset", [0.0, 0.2, 1.0])
+def test_sequence_matches_numpy_reference(case, t, p_reset):
+    c = get(case)
+    xs, resets = data(t, t, p_reset)
+    if p_reset > 0:
+        resets = resets.at[0, 0].set(True).at[-1, 1].set(True)
+    carry = c.carry(t)
+    new_carry, ys = c.seq(c.params, carry, xs, resets)
+    ref_carry, ref_ys = c.reference(carry, xs, resets)
+    assert ys.shape == (t, B, c.options["features"])
+    np.testing.assert_allclose(np.asarray(ys), ref_ys, rtol=2e-4, atol=2e-4)
+    assert_trees_close(new_carry, ref_carry, 2e-4)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("t", [1, 2, 7, 64])
+def test_step_calls_match_sequence(case, t):
+    c = get(case)
+    xs, resets = data(100 + t, t, 0.2)
+    resets = resets.at[0, 0].set(True).at[-1, 1].set(True)
+    carry = c.carry(1)
+    want_carry, want = c.seq(c.params, carry, xs, resets)
+    ys = []
+    for i in range(t):
+        carry, y = c.step(c.params, carry, xs[i], resets[i])
+        ys.append(y)
+    np.testing.assert_allclose(np.stack(ys), np.asarray(want), rtol=1e-5, atol=1e-5)
+    assert_trees_close(carry, want_carry, 1e-5)
+
+
+def test_associative_equals_sequential():
+    assoc, seq = get("s5-associative"), get("s5-sequential")
+    for t in (1, 64):
+        xs, resets = data(7, t, 0.2)
+        carry = assoc.carry(3)
+        ca, ya = assoc.seq(assoc.params, carry, xs, resets)
+        cs, ys = seq.seq(assoc.params, carry, xs, resets)
+        np.testing.assert_allclose(np.asarray(ya), np.asarray(ys), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(ca), np.asarray(cs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_chunked_equals_whole(case):
+    c = get(case)
+    xs, resets = data(11, 64, 0.1)
+    carry = c.carry(2)
+    want_carry, want = c.seq(c.params, carry, xs, resets)
+    ys = []
+    for lo, hi in [(0, 5), (5, 7), (7, 64)]:
+        carry, y = c.seq(c.params, carry, xs[lo:hi], resets[lo:hi])
+        ys.append(y)
+    np.testing.assert_allclose(np.concatenate(ys), np.asarray(want), rtol=1e-5, atol=1e-5)
+    assert_trees_close(carry, want_carry, 1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_batch_row_alone(case):
+    c = get(case)
+    xs, resets = data(12, 7, 0.3)
+    carry = c.carry(4)
+    _, want = c.seq(c.params, carry, xs, resets)
+    for b in range(B):
+        row_carry = jax.tree.map(lambda x, b=b: x[b : b + 1], carry)
+        _, y = c.seq(c.params, row_carry, xs[:, b : b + 1], resets[:, b : b + 1])
+        np.testing.assert_allclose(np.asarray(y[:, 0]), np.asarray(want[:, b]), atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reset_isolation(case):
+    c = get(case)
+    t_reset = 9
+    xs, resets = data(13, 64, 0.0)
+    resets = resets.at[t_reset].set(True).at[30, 0].set(True)
+    carry = c.carry(5)
+    _, ys = c.seq(c.params, carry, xs, resets)
+    noise = jax.random.normal(jax.random.PRNGKey(1), xs[:t_reset].shape) * 10
+    _, ys2 = c.seq(c.params, c.carry(6), xs.at[:t_reset].add(noise), resets)
+    assert np.array_equal(np.asarray(ys[t_reset:]), np.asarray(ys2[t_reset:]))
+
+    weights = jax.random.normal(jax.random.PRNGKey(2), ys[t_reset:].shape)
+
+    def later(xs, carry):
+        return jnp.sum(c.core.apply(c.params, carry, xs, resets)[1][t_reset:] * weights)
+
+    g_xs, g_carry = jax.jit(jax.grad(later, argnums=(0, 1)))(xs, carry)
+    assert np.all(np.asarray(g_xs[:t_reset]) == 0)
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(g_carry))
+    assert np.any(np.asarray(g_xs[t_reset:]) != 0)
+
+
+@pytest.mark.parametrize("case", ["s5-associative", "gru", "lstm"])
+def test_carry_matters_without_reset(case):
+    c = get(case)
+    xs, resets = data(14, 7, 0.0)
+    _, ys = c.seq(c.params, c.carry(7), xs, resets)
+    _, ys2 = c.seq(c.params, c.carry(8), xs, resets)
+    assert np.abs(np.asarray(ys - ys2)).max() > 1e-4
+
+
+@pytest.mark.parametrize("case", ["s5-associative", "gru"])
+def test_jit_matches_eager(case):
+    c = get(case)
+    xs, resets = data(15, 7, 0.3)
+    carry = c.carry(9)
+    eager = c.core.apply(c.params, carry, xs, resets)
+    assert_trees_close(eager, c.seq(c.params, carry, xs, resets), 1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.booleans(), min_size=12 * B, max_size=12 * B), st.integers(0, 1000))
+def test_s5_random_reset_patterns(flags, seed):
+    c = get("s5-associative")
+    xs, _ = data(seed, 12, 0.0)
+    resets = jnp.asarray(np.array(flags).reshape(12, B))
+    carry = c.carry(seed)
+    new_carry, ys = c.seq(c.params, carry, xs, resets)
+    ref_carry, ref_ys = c.reference(carry, xs, resets)
+    np.testing.assert_allclose(np.asarray(ys), ref_ys, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(new_carry), ref_carry, rtol=2e-4, atol=2e-4)
+
+
+def test_unknown_names_and_options():
+    assert cores.names() == ["gru", "lstm", "mlp", "s5"]
+    with pytest.raises(ValueError, match="allowed: \\['gru', 'lstm', 'mlp', 's5'\\]"):
+        cores.make("transformer")
+    with pytest.raises(ValueError, match="state_size"):
+        cores.make("s5", state_sise=64)
+    with pytest.raises(ValueError, match="blocks=3 must divide state_size=64"):
+        cores.make("s5", state_size=64, blocks=3)
+    with pytest.raises(ValueError, match="even"):
+        cores.make("s5", state_size=6, blocks=2)
+    with pytest.raises(ValueError, match="scan must be one of"):
+        cores.make("s5", scan="parallel")
+    with pytest.raises(ValueError, match="discretization"):
+        cores.make("s5", discretization="euler")
