@@ -12,6 +12,9 @@ from gymnax.environments import environment, spaces
 
 from ssmrl.envs.wrappers import EpisodeStatistics, FlattenObservation, PreviousActionReward
 
+# The rollouts here are short, so XLA's backend optimisation costs more than it saves.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
 
 @struct.dataclass
 class CounterState:
@@ -92,7 +95,7 @@ def rollout(env, actions, key=None):
 
         return obs, jax.lax.scan(body, state, actions)[1]
 
-    return jax.jit(run)(key, actions)
+    return jax.jit(run, compiler_options=FAST_COMPILE)(key, actions)
 
 
 # actions 0, 1, 0 -> truncated after 3 steps; then 2 -> terminated after 1 step; then 1.
@@ -272,7 +275,7 @@ def _cartpole_pair(num_envs: int, num_steps: int):
 
         return jax.vmap(one)(jax.random.split(key, num_envs))
 
-    return jax.jit(run)(jax.random.key(3))
+    return jax.jit(run, compiler_options=FAST_COMPILE)(jax.random.key(3))
 
 
 def test_wrappers_on_cartpole():
@@ -342,7 +345,9 @@ def test_flatten_observation_on_minatar():
 
         return (obs, raw_obs), jax.lax.scan(body, (state, raw_state), jax.random.split(key, 300))[1]
 
-    (obs0, raw_obs0), (out, raw_out) = jax.jit(run)(jax.random.key(0))
+    (obs0, raw_obs0), (out, raw_out) = jax.jit(run, compiler_options=FAST_COMPILE)(
+        jax.random.key(0)
+    )
     np.testing.assert_array_equal(obs0[:size], raw_obs0.reshape(-1))
     np.testing.assert_array_equal(out[0][:, :size], raw_out[0].reshape(300, -1))
     np.testing.assert_array_equal(
