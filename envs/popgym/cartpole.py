@@ -1,0 +1,180 @@
+"""POPGym CartPole tasks: balance a pole while seeing only half of the cart-pole state.
+
+The physics are the classic cart-pole (Barto, Sutton & Anderson; gymnasium's
+``CartPoleEnv``): a 1 kg cart with a 0.1 kg, 1 m pole, pushed left or right
+with 10 N (``Discrete(2)``: 0 = left, 1 = right), explicit Euler steps of
+0.02 s, starting from a state drawn uniformly from ``(-0.05, 0.05)^4``. An
+episode terminates when ``|x| > 2.4`` or ``|theta| > 12°``, and is truncated
+after ``params.max_steps_in_episode`` steps (200/400/600 for Easy/Medium/Hard,
+200 for the noisy tasks). Every step, the terminating one included, pays
+``1 / max_steps_in_episode``, so balancing to the end returns 1.
+
+One class serves all three POPGym families:
+
+- ``PositionOnlyCartPole``: ``observe="position"``, the observation is ``[x, theta]``.
+- ``VelocityOnlyCartPole``: ``observe="velocity"``, the observation is
+  ``[x_dot, theta_dot]`` after each step; the reset observation is ``[x, theta]``,
+  as in the reference.
+- ``NoisyPositionOnlyCartPole``: ``observe="position"`` with Gaussian noise of
+  standard deviation ``params.noise_std`` (0.1/0.2/0.3) added to every
+  observation, then clipped to the observation space ``[-4.8, 4.8] x [-24°, 24°]``.
+
+Differences from the reference (popgym 1.0.7 ``PositionOnlyCartPole``,
+``VelocityOnlyCartPole``, ``NoisyPositionOnlyCartPole`` on gymnasium's ``CartPoleEnv``):
+
+- The state is integrated in float32 (the reference integrates in float64 and
+  returns float32 observations); trajectories agree to float32 rounding.
+- The reference pays -1 for steps taken after termination; episodes here
+  auto-reset at termination, so that reward never occurs.
+- The noise is drawn from JAX's generator, not numpy's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+GRAVITY = 9.8
+MASS_CART = 1.0
+MASS_POLE = 0.1
+TOTAL_MASS = MASS_CART + MASS_POLE
+HALF_LENGTH = 0.5
+POLE_MASS_LENGTH = MASS_POLE * HALF_LENGTH
+FORCE = 10.0
+TAU = 0.02
+X_THRESHOLD = 2.4
+THETA_THRESHOLD = 12 * 2 * math.pi / 360
+RESET_BOUND = 0.05
+
+# Which state entries (x, x_dot, theta, theta_dot) each variant observes after a step.
+_OBSERVED = {"position": (0, 2), "velocity": (1, 3)}
+
+
+@struct.dataclass
+class CartPoleState(environment.EnvState):
+    x: jax.Array
+    x_dot: jax.Array
+    theta: jax.Array
+    theta_dot: jax.Array
+    time: int
+
+
+@struct.dataclass
+class CartPoleParams(environment.EnvParams):
+    max_steps_in_episode: int = 200
+    noise_std: float = 0.0
+
+
+class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
+    """Cart-pole balancing that shows either positions or velocities.
+
+    Args:
+        observe: ``"position"`` (observe ``[x, theta]``) or ``"velocity"``
+            (observe ``[x_dot, theta_dot]``; the reset observation is ``[x, theta]``).
+
+    Actions are cast to int32 and clipped to ``[0, 1]``.
+    """
+
+    def __init__(self, observe: str = "position"):
+        super().__init__()
+        if observe not in _OBSERVED:
+            raise ValueError(f"observe must be one of {sorted(_OBSERVED)}, got {observe!r}")
+        self.observe = observe
+        if observe == "position":
+            self.obs_high = np.array([2 * X_THRESHOLD, 2 * THETA_THRESHOLD], np.float32)
+        else:
+            self.obs_high = np.full((2,), np.inf, np.float32)
+
+    @property
+    def default_params(self) -> CartPoleParams:
+        return CartPoleParams()
+
+    def reset_env(self, key: jax.Array, params: CartPoleParams) -> tuple[jax.Array, CartPoleState]:
+        key_state, key_noise = jax.random.split(key)
+        x, x_dot, theta, theta_dot = jax.random.uniform(
+            key_state, (4,), jnp.float32, -RESET_BOUND, RESET_BOUND
+        )
+        state = CartPoleState(x=x, x_dot=x_dot, theta=theta, theta_dot=theta_dot, time=0)
+        return self._noisy(key_noise, jnp.stack([x, theta]), params), state
+
+    def step_env(
+        self,
+        key: jax.Array,
+        state: CartPoleState,
+        action: int | jax.Array,
+        params: CartPoleParams,
+    ) -> tuple[jax.Array, CartPoleState, jax.Array, jax.Array, dict[Any, Any]]:
+        action = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, 1)
+        force = jnp.where(action == 1, FORCE, -FORCE)
+        cos, sin = jnp.cos(state.theta), jnp.sin(state.theta)
+        temp = (force + POLE_MASS_LENGTH * state.theta_dot**2 * sin) / TOTAL_MASS
+        theta_acc = (GRAVITY * sin - cos * temp) / (
+            HALF_LENGTH * (4.0 / 3.0 - MASS_POLE * cos**2 / TOTAL_MASS)
+        )
+        x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS
+        state = CartPoleState(
+            x=state.x + TAU * state.x_dot,
+            x_dot=state.x_dot + TAU * x_acc,
+            theta=state.theta + TAU * state.theta_dot,
+            theta_dot=state.theta_dot + TAU * theta_acc,
+            time=state.time + 1,
+        )
+        terminated = (jnp.abs(state.x) > X_THRESHOLD) | (jnp.abs(state.theta) > THETA_THRESHOLD)
+        reward = jnp.asarray(1.0 / params.max_steps_in_episode, jnp.float32)
+        full = jnp.stack([state.x, state.x_dot, state.theta, state.theta_dot])
+        obs = full[jnp.array(_OBSERVED[self.observe])]
+        return self._noisy(key, obs, params), state, reward, terminated, {}
+
+    def _noisy(self, key: jax.Array, obs: jax.Array, params: CartPoleParams) -> jax.Array:
+        noise = params.noise_std * jax.random.normal(key, (2,), jnp.float32)
+        return jnp.clip(obs + noise, -self.obs_high, self.obs_high).astype(jnp.float32)
+
+    @property
+    def name(self) -> str:
+        return f"{self.observe.capitalize()}OnlyCartPole"
+
+    @property
+    def num_actions(self) -> int:
+        return 2
+
+    def action_space(self, params: CartPoleParams | None = None) -> spaces.Discrete:
+        return spaces.Discrete(2)
+
+    def observation_space(self, params: CartPoleParams | None = None) -> spaces.Box:
+        return spaces.Box(-self.obs_high, self.obs_high, (2,), jnp.float32)
+
+
+def _task(observe: str, max_steps: int, noise_std: float = 0.0):
+    def make() -> tuple[CartPole, CartPoleParams]:
+        return CartPole(observe), CartPoleParams(
+            max_steps_in_episode=max_steps, noise_std=noise_std
+        )
+
+    return make
+
+
+TASKS = {
+    "PositionOnlyCartPoleEasy": _task("position", 200),
+    "PositionOnlyCartPoleMedium": _task("position", 400),
+    "PositionOnlyCartPoleHard": _task("position", 600),
+    "VelocityOnlyCartPoleEasy": _task("velocity", 200),
+    "VelocityOnlyCartPoleMedium": _task("velocity", 400),
+    "VelocityOnlyCartPoleHard": _task("velocity", 600),
+    "NoisyPositionOnlyCartPoleEasy": _task("position", 200, 0.1),
+    "NoisyPositionOnlyCartPoleMedium": _task("position", 200, 0.2),
+    "NoisyPositionOnlyCartPoleHard": _task("position", 200, 0.3),
+}
+ALIASES = {
+    f"{old}{level}": f"{new}{level}"
+    for old, new in (
+        ("StatelessCartPole", "PositionOnlyCartPole"),
+        ("NoisyStatelessCartPole", "NoisyPositionOnlyCartPole"),
+    )
+    for level in ("Easy", "Medium", "Hard")
+}

@@ -1,0 +1,109 @@
+"""POPGym MultiarmedBandit: find and exploit the best of ``num_arms`` Bernoulli arms.
+
+Each episode draws a payout probability per arm uniformly from ``[0, 1)``.
+Pulling an arm (``Discrete(num_arms)``) pays ``+1 / L`` with that arm's
+probability and ``-1 / L`` otherwise, where ``L = params.max_steps_in_episode``;
+the observation is the one-hot outcome (``[1, 0]`` lost, ``[0, 1]`` won; the
+reset observation is ``[1, 0]``). Episodes never terminate and are truncated
+after ``L`` pulls, so returns lie in [-1, 1] and always pulling arm ``a`` has
+expected return ``2 p_a - 1``. Tasks: Easy 10 arms / 200 pulls, Medium 20 / 400,
+Hard 30 / 600. The observation does not say which arm was pulled; as in POPGym,
+pair it with the previous action (``ssmrl.envs.wrappers``).
+
+Differences from the reference (popgym 1.0.7 ``MultiarmedBandit``):
+
+- The observation is the one-hot encoding of the reference's ``Discrete(2)``.
+- The reference's ``info["bandits"]`` (the hidden probabilities) is not
+  returned; they are in ``state.probs``.
+- Random numbers come from JAX's generator, not numpy's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+
+
+@struct.dataclass
+class MultiarmedBanditState(environment.EnvState):
+    probs: jax.Array  # (num_arms,) float32, payout probability of each arm
+    time: int
+
+
+@struct.dataclass
+class MultiarmedBanditParams(environment.EnvParams):
+    max_steps_in_episode: int = 200
+
+
+class MultiarmedBandit(environment.Environment[MultiarmedBanditState, MultiarmedBanditParams]):
+    """Episodic Bernoulli bandit with arm probabilities drawn at each reset.
+
+    Args:
+        num_arms: number of arms.
+
+    Actions are cast to int32 and clipped to ``[0, num_arms - 1]``.
+    """
+
+    def __init__(self, num_arms: int = 10):
+        super().__init__()
+        if num_arms < 1:
+            raise ValueError(f"num_arms must be positive, got {num_arms}")
+        self.num_arms = num_arms
+
+    @property
+    def default_params(self) -> MultiarmedBanditParams:
+        return MultiarmedBanditParams()
+
+    def reset_env(
+        self, key: jax.Array, params: MultiarmedBanditParams
+    ) -> tuple[jax.Array, MultiarmedBanditState]:
+        probs = jax.random.uniform(key, (self.num_arms,), jnp.float32)
+        return self._obs(jnp.zeros((), bool)), MultiarmedBanditState(probs=probs, time=0)
+
+    def step_env(
+        self,
+        key: jax.Array,
+        state: MultiarmedBanditState,
+        action: int | jax.Array,
+        params: MultiarmedBanditParams,
+    ) -> tuple[jax.Array, MultiarmedBanditState, jax.Array, jax.Array, dict[Any, Any]]:
+        action = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, self.num_arms - 1)
+        won = jax.random.uniform(key, (), jnp.float32) < state.probs[action]
+        reward = jnp.where(won, 1.0, -1.0) / params.max_steps_in_episode
+        state = state.replace(time=state.time + 1)
+        terminated = jnp.zeros((), bool)
+        return self._obs(won), state, reward.astype(jnp.float32), terminated, {}
+
+    def _obs(self, won: jax.Array) -> jax.Array:
+        return jax.nn.one_hot(won.astype(jnp.int32), 2, dtype=jnp.float32)
+
+    @property
+    def num_actions(self) -> int:
+        return self.num_arms
+
+    def action_space(self, params: MultiarmedBanditParams | None = None) -> spaces.Discrete:
+        return spaces.Discrete(self.num_arms)
+
+    def observation_space(self, params: MultiarmedBanditParams | None = None) -> spaces.Box:
+        return spaces.Box(0.0, 1.0, (2,), jnp.float32)
+
+
+def _task(num_arms: int, max_steps: int):
+    def make() -> tuple[MultiarmedBandit, MultiarmedBanditParams]:
+        return MultiarmedBandit(num_arms), MultiarmedBanditParams(max_steps_in_episode=max_steps)
+
+    return make
+
+
+TASKS = {
+    "MultiarmedBanditEasy": _task(10, 200),
+    "MultiarmedBanditMedium": _task(20, 400),
+    "MultiarmedBanditHard": _task(30, 600),
+}
+ALIASES = {
+    f"MultiArmedBandit{level}": f"MultiarmedBandit{level}" for level in ("Easy", "Medium", "Hard")
+}
