@@ -1,0 +1,161 @@
+"""POPGym Battleship: sink hidden ships by firing at cells, seeing only hit or miss.
+
+Ships of the given sizes are placed on a square board, each horizontally or
+vertically, never overlapping. Each step the agent fires at one cell
+(``action = row * board_size + col``) and observes whether it was a new hit
+(one-hot of ``[miss, hit]``). A new hit pays ``1 / sum(ship_sizes)``; a miss or a
+repeated shot pays ``-1 / (board_size**2 - sum(ship_sizes))``. The episode
+terminates when every ship cell has been hit and is truncated after
+``board_size**2`` shots. The observation does not contain the cell that was
+shot, so the agent needs the previous action to solve the task.
+
+Differences from the reference (popgym 1.0.7 ``Battleship``):
+
+- The action is one ``Discrete(board_size**2)`` index instead of
+  ``MultiDiscrete([board_size, board_size])``; out-of-range indices are clipped
+  to the nearest valid cell.
+- The observation is the one-hot encoding of the reference's ``Discrete(2)``.
+- Ships are placed without rejection sampling: each ship is drawn uniformly from
+  the segments that fit on the board without touching cells of ships already
+  placed. The reference's rejection loop draws from exactly this distribution
+  (every segment of length >= 2 is reached from two of its start/direction draws).
+- The reward scales use ``board_size**2`` (the reference's episode length);
+  ``params.max_steps_in_episode`` changes only the time limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+
+
+@struct.dataclass
+class BattleshipState(environment.EnvState):
+    board: jax.Array  # (n, n) bool, True where a ship lies
+    guesses: jax.Array  # (n, n) bool, True where the agent has fired
+    hits: jax.Array  # int32, number of distinct ship cells hit
+    time: int
+
+
+@struct.dataclass
+class BattleshipParams(environment.EnvParams):
+    max_steps_in_episode: int = 100
+
+
+def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) -> jax.Array:
+    """Random non-overlapping ship layout, shape ``(board_size, board_size)`` bool.
+
+    Ships are placed in order; each one is uniform over the horizontal and
+    vertical segments of its length that lie on the board and avoid earlier ships.
+    """
+    n = board_size
+    rows = jnp.arange(n)[:, None]
+    cols = jnp.arange(n)[None, :]
+    noise = jax.random.bits(key, (len(ship_sizes), 2 * n * n)) | 1
+    board = jnp.zeros((n, n), bool)
+    for size, u in zip(ship_sizes, noise, strict=True):
+        # Cells past the board count as occupied, so segments must fit.
+        padded = jnp.pad(board, ((0, size - 1), (0, size - 1)), constant_values=True)
+        across = sum(padded[:n, k : k + n].astype(jnp.int32) for k in range(size))
+        down = sum(padded[k : k + n, :n].astype(jnp.int32) for k in range(size))
+        free = jnp.stack([across == 0, down == 0]).reshape(-1)
+        # The largest of iid random words marks a uniform free segment.
+        choice = jnp.argmax(jnp.where(free, u, 0))
+        vertical, r, c = choice // (n * n), (choice // n) % n, choice % n
+        ship = jnp.where(
+            vertical,
+            (cols == c) & (rows >= r) & (rows < r + size),
+            (rows == r) & (cols >= c) & (cols < c + size),
+        )
+        board = board | ship
+    return board
+
+
+class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
+    """Battleship on a hidden ``board_size`` x ``board_size`` board.
+
+    Args:
+        board_size: width and height of the board in cells.
+        ship_sizes: lengths of the ships to place.
+
+    Actions are cast to int32 and clipped to ``[0, board_size**2 - 1]``.
+    """
+
+    def __init__(self, board_size: int = 10, ship_sizes: tuple[int, ...] = (2, 3, 3, 4)):
+        super().__init__()
+        self.board_size = board_size
+        self.ship_sizes = tuple(ship_sizes)
+        self.needed_hits = sum(self.ship_sizes)
+        self.hit_reward = 1.0 / self.needed_hits
+        self.miss_reward = -1.0 / (board_size**2 - self.needed_hits)
+
+    @property
+    def default_params(self) -> BattleshipParams:
+        return BattleshipParams(max_steps_in_episode=self.board_size**2)
+
+    def reset_from_board(self, board: jax.Array) -> tuple[jax.Array, BattleshipState]:
+        """Start an episode on a given ship layout (``(n, n)``, nonzero = ship)."""
+        board = jnp.asarray(board).astype(bool)
+        state = BattleshipState(
+            board=board,
+            guesses=jnp.zeros_like(board),
+            hits=jnp.zeros((), jnp.int32),
+            time=0,
+        )
+        return self._obs(jnp.zeros((), bool)), state
+
+    def reset_env(
+        self, key: jax.Array, params: BattleshipParams
+    ) -> tuple[jax.Array, BattleshipState]:
+        return self.reset_from_board(place_ships(key, self.board_size, self.ship_sizes))
+
+    def step_env(
+        self,
+        key: jax.Array,
+        state: BattleshipState,
+        action: int | jax.Array,
+        params: BattleshipParams,
+    ) -> tuple[jax.Array, BattleshipState, jax.Array, jax.Array, dict[Any, Any]]:
+        cell = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, self.board_size**2 - 1)
+        r, c = cell // self.board_size, cell % self.board_size
+        hit = state.board[r, c] & ~state.guesses[r, c]
+        hits = state.hits + hit.astype(jnp.int32)
+        state = state.replace(
+            guesses=state.guesses.at[r, c].set(True), hits=hits, time=state.time + 1
+        )
+        reward = jnp.where(hit, self.hit_reward, self.miss_reward).astype(jnp.float32)
+        terminated = hits >= self.needed_hits
+        return self._obs(hit), state, reward, terminated, {}
+
+    def _obs(self, hit: jax.Array) -> jax.Array:
+        return jax.nn.one_hot(hit.astype(jnp.int32), 2, dtype=jnp.float32)
+
+    @property
+    def num_actions(self) -> int:
+        return self.board_size**2
+
+    def action_space(self, params: BattleshipParams | None = None) -> spaces.Discrete:
+        return spaces.Discrete(self.board_size**2)
+
+    def observation_space(self, params: BattleshipParams | None = None) -> spaces.Box:
+        return spaces.Box(0.0, 1.0, (2,), jnp.float32)
+
+
+def _task(board_size: int):
+    def make() -> tuple[Battleship, BattleshipParams]:
+        env = Battleship(board_size=board_size)
+        return env, env.default_params
+
+    return make
+
+
+TASKS = {
+    "BattleshipEasy": _task(8),
+    "BattleshipMedium": _task(10),
+    "BattleshipHard": _task(12),
+}
+ALIASES: dict[str, str] = {}

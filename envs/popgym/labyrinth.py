@@ -1,0 +1,396 @@
+"""POPGym LabyrinthEscape and LabyrinthExplore: move through a random maze.
+
+Both tasks share one maze, movement and observation model. A maze of
+``maze_dims // 2`` rooms is generated with the hunt-and-kill algorithm (random
+hunting, as mazelib's ``HuntAndKill``) on a ``(maze_dims[0] + 1, maze_dims[1] + 1)``
+grid of wall and free squares, and two openings are cut into opposite sides of
+the outer wall, at room rows/columns: the start, where the agent begins, and the
+goal. Actions are left, right, up, down (``Discrete(4)``); moves into walls or off
+the grid leave the agent in place. The observation is the 3x3 block of grid
+squares around the agent (free 0, wall 1, start 2, goal 3, hidden 4; each one-hot
+over 5 values, row-major) followed by the one-hot of the last action (4 =
+"none", at reset): 50 floats. As in the reference, when the agent stands in the
+top or left outer wall the block is not centred: it starts at the agent's row or
+column and is filled with walls at the far side.
+
+- ``LabyrinthEscape``: every step pays ``-1 / max_steps_in_episode``; reaching the
+  goal pays ``+1`` more and terminates.
+- ``LabyrinthExplore``: the goal opening stays closed. Stepping onto a square
+  not visited before pays ``1 / (number of free squares)`` (the start excluded,
+  so exploring everything sums to 1); any other step pays
+  ``-1 / max_steps_in_episode``. Visiting every reachable square terminates.
+
+Episodes are truncated after ``max_steps_in_episode - 1`` steps (1023 by
+default), as in the reference.
+
+Differences from the reference (popgym 1.0.7 ``LabyrinthEscape`` /
+``LabyrinthExplore``):
+
+- The observation is the one-hot encoding of the reference's ``MultiDiscrete``.
+- Actions outside ``[0, 3]`` are clipped after casting to int32 (the reference
+  raises on them).
+- Maze generation runs in JAX. It follows the same random process as mazelib's
+  ``HuntAndKill`` with random hunting: hunting repeatedly picks uniform random
+  rooms and walks from the first visited room with an unvisited neighbour, which
+  is the same as picking uniformly among such rooms, as done here directly.
+  mazelib stops hunting after a fixed number of tries and can in principle leave
+  rooms unvisited (walled in); this never happens here (we measured 0 in 6000
+  mazelib mazes of the three sizes).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+FREE, WALL, START, GOAL, HIDDEN = 0, 1, 2, 3, 4
+NUM_CELL_TYPES = 5
+NUM_MOVES = 4
+NO_ACTION = 4
+# (row, col) offsets of the actions left, right, up, down.
+MOVES = np.array([[0, -1], [0, 1], [-1, 0], [1, 0]], np.int32)
+
+
+def _pick(mask: jax.Array, word: jax.Array) -> jax.Array:
+    """Index of a uniform True entry of ``mask``, chosen by a random 32-bit ``word``.
+
+    ``word % count`` is uniform up to a relative bias below ``count / 2**32``.
+    """
+    count = jnp.maximum(mask.sum(dtype=jnp.uint32), 1)
+    return jnp.argmax(jnp.cumsum(mask) > word % count)
+
+
+@struct.dataclass
+class MazeBuilder:
+    """A hunt-and-kill maze of ``rows * cols`` rooms (flat indices) being carved.
+
+    ``words`` holds every random choice of the maze: the first room, the side of
+    the start opening, the start and goal positions, then two per carved passage
+    (the room to hunt from, the direction to walk).
+    """
+
+    words: jax.Array  # (2 * rooms + 2,) uint32
+    visited: jax.Array  # (rooms,) bool
+    room: jax.Array  # int32, the walk's current room
+    right: jax.Array  # (rooms,) bool, passage to the right neighbour
+    down: jax.Array  # (rooms,) bool, passage to the lower neighbour
+    carved: jax.Array  # int32, passages carved so far; rooms - 1 when finished
+
+
+def start_maze(key: jax.Array, rows: int, cols: int) -> MazeBuilder:
+    """A maze with its random choices drawn and nothing carved yet."""
+    return _maze_from_words(jax.random.bits(key, (2 * rows * cols + 2,)), rows, cols)
+
+
+def _maze_from_words(words: jax.Array, rows: int, cols: int) -> MazeBuilder:
+    n = rows * cols
+    first = (words[0] % n).astype(jnp.int32)
+    no_passage = jnp.zeros(n, bool)
+    return MazeBuilder(words, jnp.arange(n) == first, first, no_passage, no_passage, jnp.int32(0))
+
+
+def carve_maze(maze: MazeBuilder, rows: int, cols: int) -> MazeBuilder:
+    """Carve one passage (a no-op once the maze is finished).
+
+    The walk moves to a uniform unvisited neighbour; when it is stuck it first
+    resumes from a uniform visited room that has an unvisited neighbour.
+    """
+    n = rows * cols
+    idx = jnp.arange(n)
+    row, col = np.arange(n) // cols, np.arange(n) % cols
+    # Whether each room has a neighbour to the left, right, up, down.
+    inside = jnp.asarray(np.stack([col > 0, col < cols - 1, row > 0, row < rows - 1]))
+    hunt_word, walk_word = jax.lax.dynamic_slice(maze.words, (4 + 2 * maze.carved,), (2,))
+    unvisited = ~maze.visited
+    free = inside & jnp.stack(
+        [
+            jnp.pad(unvisited[:-1], (1, 0)),
+            jnp.pad(unvisited[1:], (0, 1)),
+            jnp.pad(unvisited[:-cols], (cols, 0)),
+            jnp.pad(unvisited[cols:], (0, cols)),
+        ]
+    )
+    can_walk = maze.visited & free.any(0)
+    stuck = ~jnp.any(can_walk & (idx == maze.room))
+    room = jnp.where(stuck, _pick(can_walk, hunt_word), maze.room)
+    direction = _pick(jnp.any(free & (idx == room), axis=1), walk_word)
+    nxt = room + jnp.array([-1, 1, -cols, cols])[direction]
+    passage = idx == jnp.minimum(room, nxt)
+    carved = maze.replace(
+        visited=maze.visited | (idx == nxt),
+        room=nxt.astype(jnp.int32),
+        right=maze.right | (passage & (direction < 2)),
+        down=maze.down | (passage & (direction >= 2)),
+        carved=maze.carved + 1,
+    )
+    busy = maze.carved < n - 1
+    return jax.tree.map(lambda new, old: jnp.where(busy, new, old), carved, maze)
+
+
+def maze_layout(maze: MazeBuilder, rows: int, cols: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Walls, start and goal of a finished maze.
+
+    ``walls`` is a ``(2 * rows + 1, 2 * cols + 1)`` bool grid (True for walls; room
+    ``(r, c)`` sits at ``(2r + 1, 2c + 1)``; the border is wall). ``start`` and
+    ``goal`` (``(row, col)`` int32) lie in the border: the start on a uniform side
+    (north, south, west, east), the goal on the opposite side, each at a uniform
+    room row or column. The openings are not cut into ``walls``.
+    """
+    walls = jnp.ones((2 * rows + 1, 2 * cols + 1), bool).at[1::2, 1::2].set(False)
+    walls = walls.at[1::2, 2:-1:2].set(~maze.right.reshape(rows, cols)[:, :-1])
+    walls = walls.at[2:-1:2, 1::2].set(~maze.down.reshape(rows, cols)[:-1, :])
+    side = maze.words[1] % 4
+    across = 2 * (maze.words[2:4] % cols).astype(jnp.int32) + 1
+    along = 2 * (maze.words[2:4] % rows).astype(jnp.int32) + 1
+    north = jnp.stack([jnp.array([0, 2 * rows]), across], axis=1)
+    west = jnp.stack([along, jnp.array([0, 2 * cols])], axis=1)
+    start, goal = jnp.stack([north, north[::-1], west, west[::-1]])[side].astype(jnp.int32)
+    return walls, start, goal
+
+
+def finish_maze(maze: MazeBuilder, rows: int, cols: int) -> MazeBuilder:
+    """Carve every remaining passage."""
+    remaining = rows * cols - 1
+    return jax.lax.fori_loop(0, remaining, lambda _, m: carve_maze(m, rows, cols), maze)
+
+
+def generate_maze(key: jax.Array, rows: int, cols: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Random perfect maze by hunt-and-kill with random hunting: ``maze_layout``'s
+    ``(walls, start, goal)``."""
+    return maze_layout(finish_maze(start_maze(key, rows, cols), rows, cols), rows, cols)
+
+
+@struct.dataclass
+class LabyrinthState(environment.EnvState):
+    grid: jax.Array  # (H, W) int8 of FREE / WALL / START / GOAL
+    position: jax.Array  # (2,) int32 row, col
+    explored: jax.Array  # (H, W) bool, squares the agent has stood on
+    num_free: jax.Array  # int32, FREE squares in the grid
+    unexplored: jax.Array  # int32, non-wall squares not yet visited
+    next_maze: MazeBuilder  # the next episode's maze, carved a little each step
+    time: int
+
+
+@struct.dataclass
+class LabyrinthParams(environment.EnvParams):
+    max_steps_in_episode: int = 1024
+
+
+class _Labyrinth(environment.Environment[LabyrinthState, LabyrinthParams]):
+    """Maze, movement and observation shared by the labyrinth tasks.
+
+    Args:
+        maze_dims: even ``(height, width)`` as in POPGym; the grid has
+            ``maze_dims // 2`` rooms per side and shape ``maze_dims + 1``.
+
+    Actions are cast to int32 and clipped to ``[0, 3]``.
+    """
+
+    open_goal: bool
+    carve_per_step: int
+
+    def __init__(self, maze_dims: tuple[int, int] = (10, 10)):
+        super().__init__()
+        if maze_dims[0] % 2 or maze_dims[1] % 2:
+            raise ValueError(f"maze_dims must be even, got {maze_dims}")
+        self.rooms = (maze_dims[0] // 2, maze_dims[1] // 2)
+        self.shape = (maze_dims[0] + 1, maze_dims[1] + 1)
+
+    @property
+    def default_params(self) -> LabyrinthParams:
+        return LabyrinthParams()
+
+    def reset_from_maze(
+        self, key: jax.Array, walls: jax.Array, start: jax.Array, goal: jax.Array
+    ) -> tuple[jax.Array, LabyrinthState]:
+        """Start an episode in a given maze (``walls`` nonzero = wall) at ``start``.
+
+        ``key`` draws the maze of the episode after this one.
+        """
+        return self._reset(walls, start, goal, start_maze(key, *self.rooms))
+
+    def reset_env(
+        self, key: jax.Array, params: LabyrinthParams
+    ) -> tuple[jax.Array, LabyrinthState]:
+        rows, cols = self.rooms
+        words = jax.random.bits(key, (2, 2 * rows * cols + 2))
+        maze = finish_maze(_maze_from_words(words[0], rows, cols), rows, cols)
+        next_maze = _maze_from_words(words[1], rows, cols)
+        return self._reset(*maze_layout(maze, rows, cols), next_maze)
+
+    def _reset(
+        self, walls: jax.Array, start: jax.Array, goal: jax.Array, next_maze: MazeBuilder
+    ) -> tuple[jax.Array, LabyrinthState]:
+        grid = jnp.asarray(walls).astype(jnp.int8)
+        start = jnp.asarray(start, jnp.int32)
+        goal = jnp.asarray(goal, jnp.int32)
+        grid = grid.at[start[0], start[1]].set(START)
+        if self.open_goal:
+            grid = grid.at[goal[0], goal[1]].set(GOAL)
+        explored = jnp.zeros(self.shape, bool).at[start[0], start[1]].set(True)
+        state = LabyrinthState(
+            grid=grid,
+            position=start,
+            explored=explored,
+            num_free=jnp.sum(grid == FREE, dtype=jnp.int32),
+            unexplored=jnp.sum(grid != WALL, dtype=jnp.int32) - 1,
+            next_maze=next_maze,
+            time=0,
+        )
+        return self._obs(state, NO_ACTION), state
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(
+        self,
+        key: jax.Array,
+        state: LabyrinthState,
+        action: int | jax.Array,
+        params: LabyrinthParams | None = None,
+    ) -> tuple[jax.Array, LabyrinthState, jax.Array, jax.Array, jax.Array, dict[Any, Any]]:
+        """gymnax's step with auto-reset, without generating a whole maze every step.
+
+        The next episode's maze is carved a few passages per step, enough to be
+        finished before any episode can end; should one end sooner (a short time
+        limit), the rest is carved then.
+        """
+        if params is None:
+            params = self.default_params
+        obs_step, state_step, reward, terminated, info = self.step_env(key, state, action, params)
+        truncated = self.is_truncated(state_step, params)
+        done = terminated | truncated
+        rows, cols = self.rooms
+        maze = state_step.next_maze
+        for _ in range(self.carve_per_step):
+            maze = carve_maze(maze, rows, cols)
+        maze = jax.lax.while_loop(
+            lambda m: done & (m.carved < rows * cols - 1),
+            lambda m: carve_maze(m, rows, cols),
+            maze,
+        )
+        state_step = state_step.replace(next_maze=maze)
+        obs_reset, state_reset = self._reset(
+            *maze_layout(maze, rows, cols), start_maze(key, rows, cols)
+        )
+        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
+        obs = jax.lax.select(done, obs_reset, obs_step)
+        info = {
+            **info,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_observation": obs_step,
+        }
+        return obs, state, reward, terminated, truncated, info
+
+    def _move(
+        self, state: LabyrinthState, action: jax.Array
+    ) -> tuple[LabyrinthState, jax.Array, jax.Array]:
+        """Apply a clipped move; returns the new state, the action and the new square's type."""
+        action = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, NUM_MOVES - 1)
+        target = state.position + jnp.asarray(MOVES)[action]
+        target = jnp.clip(target, 0, jnp.array(self.shape) - 1)
+        blocked = state.grid[target[0], target[1]] == WALL
+        position = jnp.where(blocked, state.position, target)
+        new = ~state.explored[position[0], position[1]]
+        state = state.replace(
+            position=position,
+            explored=state.explored.at[position[0], position[1]].set(True),
+            unexplored=state.unexplored - new.astype(jnp.int32),
+            time=state.time + 1,
+        )
+        return state, action, new
+
+    def _obs(self, state: LabyrinthState, action: jax.Array | int) -> jax.Array:
+        y, x = state.position[0], state.position[1]
+        top, left = jnp.maximum(y - 1, 0), jnp.maximum(x - 1, 0)
+        bottom = jnp.minimum(y + 1, self.shape[0] - 1)
+        right = jnp.minimum(x + 1, self.shape[1] - 1)
+        padded = jnp.pad(state.grid, ((0, 2), (0, 2)), constant_values=WALL)
+        view = jax.lax.dynamic_slice(padded, (top, left), (3, 3))
+        k = jnp.arange(3)
+        inside = ((top + k <= bottom)[:, None]) & ((left + k <= right)[None, :])
+        view = jnp.where(inside, view, WALL).astype(jnp.int32)
+        return jnp.concatenate(
+            [
+                jax.nn.one_hot(view.reshape(9), NUM_CELL_TYPES, dtype=jnp.float32).reshape(-1),
+                jax.nn.one_hot(action, NO_ACTION + 1, dtype=jnp.float32),
+            ]
+        )
+
+    def is_truncated(self, state: LabyrinthState, params: LabyrinthParams) -> jax.Array:
+        return state.time >= params.max_steps_in_episode - 1
+
+    @property
+    def num_actions(self) -> int:
+        return NUM_MOVES
+
+    def action_space(self, params: LabyrinthParams | None = None) -> spaces.Discrete:
+        return spaces.Discrete(NUM_MOVES)
+
+    def observation_space(self, params: LabyrinthParams | None = None) -> spaces.Box:
+        return spaces.Box(0.0, 1.0, (9 * NUM_CELL_TYPES + NO_ACTION + 1,), jnp.float32)
+
+
+class LabyrinthEscape(_Labyrinth):
+    """Find the goal opening in the outer wall of a random maze."""
+
+    open_goal = True
+
+    @property
+    def carve_per_step(self) -> int:
+        # The goal is on the side opposite the start: at least 2 * rooms steps away.
+        return -(-(self.rooms[0] * self.rooms[1] - 1) // (2 * min(self.rooms)))
+
+    def step_env(
+        self,
+        key: jax.Array,
+        state: LabyrinthState,
+        action: int | jax.Array,
+        params: LabyrinthParams,
+    ) -> tuple[jax.Array, LabyrinthState, jax.Array, jax.Array, dict[Any, Any]]:
+        state, action, _ = self._move(state, action)
+        at_goal = state.grid[state.position[0], state.position[1]] == GOAL
+        reward = -1.0 / params.max_steps_in_episode + at_goal.astype(jnp.float32)
+        return self._obs(state, action), state, reward, at_goal, {}
+
+
+class LabyrinthExplore(_Labyrinth):
+    """Visit every square of a random maze."""
+
+    open_goal = False
+    # Visiting every square takes more steps than the maze has passages.
+    carve_per_step = 1
+
+    def step_env(
+        self,
+        key: jax.Array,
+        state: LabyrinthState,
+        action: int | jax.Array,
+        params: LabyrinthParams,
+    ) -> tuple[jax.Array, LabyrinthState, jax.Array, jax.Array, dict[Any, Any]]:
+        state, action, new = self._move(state, action)
+        reward = jnp.where(new, 1.0 / state.num_free, -1.0 / params.max_steps_in_episode).astype(
+            jnp.float32
+        )
+        return self._obs(state, action), state, reward, state.unexplored == 0, {}
+
+
+def _task(cls: type[_Labyrinth], size: int):
+    def make() -> tuple[_Labyrinth, LabyrinthParams]:
+        env = cls(maze_dims=(size, size))
+        return env, env.default_params
+
+    return make
+
+
+TASKS = {
+    f"{cls.__name__}{level}": _task(cls, size)
+    for cls in (LabyrinthEscape, LabyrinthExplore)
+    for level, size in (("Easy", 10), ("Medium", 14), ("Hard", 18))
+}
+ALIASES: dict[str, str] = {}
