@@ -1,0 +1,104 @@
+"""Generalised advantage estimation with gymnax's auto-reset alignment.
+
+At step ``t`` the agent saw ``obs[t]`` (value ``values[t]``), received ``rewards[t]``, and
+then one of three things happened:
+
+- the episode continued: the next state is ``obs[t+1]``;
+- it *terminated* (a true terminal state): nothing follows, so no bootstrap;
+- it was *truncated* (a time limit): the return is bootstrapped from the value of the
+  episode's final observation, ``info["final_observation"]``, not from ``obs[t+1]``
+  (which, after the auto-reset, already belongs to the next episode).
+
+``next_values[t]`` is the value of whatever state followed step ``t``; build it with
+:func:`next_values_from`. Every array is time-major; any trailing batch dims are allowed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class GAEOutput(NamedTuple):
+    """Advantages and value targets, both shaped like ``values``."""
+
+    advantages: jax.Array
+    returns: jax.Array
+
+
+def next_values_from(
+    values: jax.Array, last_value: jax.Array, final_values: jax.Array, truncated: jax.Array
+) -> jax.Array:
+    """The value of the state that followed each step.
+
+    ``values`` shifted one step earlier with ``last_value`` appended, except at truncated
+    steps, where the value of the truncated episode's final observation is used.
+
+    | arg          | shape     | meaning                                            |
+    |--------------|-----------|----------------------------------------------------|
+    | values       | [T, ...]  | V(obs[t])                                          |
+    | last_value   | [...]     | V(obs after the rollout)                           |
+    | final_values | [T, ...]  | V(final observation of step t); read where truncated |
+    | truncated    | [T, ...]  | bool                                               |
+    | return       | [T, ...]  | next_values[t]                                     |
+    """
+    shifted = jnp.concatenate([values[1:], jnp.expand_dims(last_value, 0)], axis=0)
+    return jnp.where(truncated, final_values, shifted)
+
+
+def gae(
+    rewards: jax.Array,
+    values: jax.Array,
+    next_values: jax.Array,
+    terminated: jax.Array,
+    truncated: jax.Array,
+    gamma: float | jax.Array,
+    lam: float | jax.Array,
+) -> GAEOutput:
+    """Generalised advantage estimates (Schulman et al., 2016) over a time-major rollout.
+
+    ``delta[t] = r[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]`` and
+    ``A[t] = delta[t] + gamma * lam * (1 - done[t]) * A[t+1]`` with
+    ``done = terminated | truncated`` and ``A[T] = 0``; ``returns = A + values``.
+    ``next_values`` is ignored at terminated steps.
+
+    | arg         | shape     | dtype            |
+    |-------------|-----------|------------------|
+    | rewards     | [T, ...]  | float            |
+    | values      | [T, ...]  | float            |
+    | next_values | [T, ...]  | float            |
+    | terminated  | [T, ...]  | bool (or 0/1)    |
+    | truncated   | [T, ...]  | bool (or 0/1)    |
+    | gamma, lam  | scalars   | float            |
+    | return      | GAEOutput | two [T, ...] arrays, dtype of values |
+    """
+    rewards, values, next_values, terminated, truncated = map(
+        jnp.asarray, (rewards, values, next_values, terminated, truncated)
+    )
+    shape = values.shape
+    for name, x in (
+        ("rewards", rewards),
+        ("next_values", next_values),
+        ("terminated", terminated),
+        ("truncated", truncated),
+    ):
+        if x.shape != shape:
+            raise ValueError(f"gae: {name} has shape {x.shape}, values has {shape}")
+    dtype = jnp.result_type(values.dtype, jnp.float32)
+    terminated = terminated.astype(bool)
+    done = terminated | truncated.astype(bool)
+    # where (not multiplication by 1 - terminated) so an inf/NaN placeholder in
+    # next_values at a terminated step cannot leak into the result.
+    bootstrap = jnp.where(terminated, 0.0, gamma * next_values)
+    deltas = (rewards + bootstrap - values).astype(dtype)
+    decay = jnp.where(done, 0.0, gamma * lam).astype(dtype)
+
+    def step(next_advantage, inputs):
+        delta, d = inputs
+        advantage = delta + d * next_advantage
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(step, jnp.zeros(shape[1:], dtype), (deltas, decay), reverse=True)
+    return GAEOutput(advantages, advantages + values.astype(dtype))

@@ -1,0 +1,242 @@
+"""GAE against hand-computed numbers and plain NumPy float64 loops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssmrl.returns import GAEOutput, gae, next_values_from
+
+GAMMA, LAM = 0.9, 0.8
+
+# One compile per input shape (gamma and lam are traced), which keeps the suite fast.
+gae_jit = jax.jit(gae)
+next_values_jit = jax.jit(next_values_from)
+
+
+def gae_loop(rewards, values, next_values, terminated, truncated, gamma, lam):
+    """The recurrence written out with Python loops, in float64; arrays [T, B]."""
+    rewards, values, next_values = (
+        np.asarray(x, np.float64) for x in (rewards, values, next_values)
+    )
+    t_len, b_len = values.shape
+    advantages = np.zeros((t_len, b_len))
+    for b in range(b_len):
+        next_advantage = 0.0
+        for t in reversed(range(t_len)):
+            if terminated[t, b]:
+                delta = rewards[t, b] - values[t, b]
+            else:
+                delta = rewards[t, b] + gamma * next_values[t, b] - values[t, b]
+            if terminated[t, b] or truncated[t, b]:
+                next_advantage = 0.0
+            next_advantage = delta + gamma * lam * next_advantage
+            advantages[t, b] = next_advantage
+    return advantages, advantages + values
+
+
+def monte_carlo_loop(rewards, next_values, terminated, truncated, gamma):
+    """Discounted reward sums walked forward to the episode's end (or the rollout's),
+    bootstrapped from next_values where the walk stops without a termination."""
+    t_len, b_len = rewards.shape
+    out = np.zeros((t_len, b_len))
+    for b in range(b_len):
+        for t in range(t_len):
+            total, discount = 0.0, 1.0
+            for k in range(t, t_len):
+                total += discount * rewards[k, b]
+                discount *= gamma
+                if terminated[k, b]:
+                    break
+                if truncated[k, b] or k == t_len - 1:
+                    total += discount * next_values[k, b]
+                    break
+            out[t, b] = total
+    return out
+
+
+def random_rollout(seed, t_len=50, b_len=7, p_term=0.08, p_trunc=0.08):
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(size=(t_len, b_len))
+    values = rng.normal(size=(t_len, b_len))
+    final_values = rng.normal(size=(t_len, b_len))
+    last_value = rng.normal(size=b_len)
+    terminated = rng.random((t_len, b_len)) < p_term
+    truncated = (rng.random((t_len, b_len)) < p_trunc) & ~terminated
+    next_values = np.concatenate([values[1:], last_value[None]])
+    next_values = np.where(truncated, final_values, next_values)
+    # Whatever sits at a terminated step must be ignored.
+    next_values = np.where(terminated, np.nan, next_values)
+    return rewards, values, next_values, terminated, truncated
+
+
+def f32(*xs):
+    return [jnp.asarray(x, jnp.float32) if x.dtype != bool else jnp.asarray(x) for x in xs]
+
+
+def test_hand_computed_termination_then_truncation():
+    # T=3, one env, gamma=0.9, lam=0.8 (gamma*lam = 0.72).
+    # t=0 continues, t=1 terminates, t=2 is truncated with V(final obs) = 2.0.
+    rewards = [1.0, 2.0, 3.0]
+    values = [0.5, 1.0, 1.5]
+    next_values = [1.0, 99.0, 2.0]  # 99 sits at the terminated step and must be ignored
+    terminated = [False, True, False]
+    truncated = [False, False, True]
+    # delta_2 = 3 + 0.9*2.0 - 1.5 = 3.3;  A_2 = 3.3 (done: nothing after it counts)
+    # delta_1 = 2 + 0       - 1.0 = 1.0;  A_1 = 1.0 (done: A_2 is cut off)
+    # delta_0 = 1 + 0.9*1.0 - 0.5 = 1.4;  A_0 = 1.4 + 0.72*1.0 = 2.12
+    # returns = A + V = [2.62, 2.0, 4.8]
+    out = gae_jit(
+        *map(jnp.asarray, (rewards, values, next_values, terminated, truncated)), GAMMA, LAM
+    )
+    assert isinstance(out, GAEOutput)
+    np.testing.assert_allclose(out.advantages, [2.12, 1.0, 3.3], rtol=1e-6)
+    np.testing.assert_allclose(out.returns, [2.62, 2.0, 4.8], rtol=1e-6)
+
+
+def test_hand_computed_truncation_vs_termination():
+    # T=3, one env; the first episode ends at t=0. V(final obs of that episode) = 4.0,
+    # the value after the rollout = 5.0.
+    rewards = jnp.array([1.0, 1.0, 1.0])
+    values = jnp.array([1.0, 2.0, 3.0])
+    next_values = jnp.array([4.0, 3.0, 5.0])
+    no = jnp.zeros(3, bool)
+    first = jnp.array([True, False, False])
+    # delta_2 = 1 + 0.9*5 - 3 = 2.5;  A_2 = 2.5
+    # delta_1 = 1 + 0.9*3 - 2 = 1.7;  A_1 = 1.7 + 0.72*2.5 = 3.5
+    # truncated at 0:  delta_0 = 1 + 0.9*4 - 1 = 3.6;  A_0 = 3.6 (A_1 cut off)
+    # terminated at 0: delta_0 = 1 - 1 = 0;            A_0 = 0
+    truncated = gae_jit(rewards, values, next_values, no, first, GAMMA, LAM)
+    terminated = gae_jit(rewards, values, next_values, first, no, GAMMA, LAM)
+    np.testing.assert_allclose(truncated.advantages, [3.6, 3.5, 2.5], rtol=1e-6)
+    np.testing.assert_allclose(terminated.advantages, [0.0, 3.5, 2.5], atol=1e-6)
+    # No episode end: A_0 = 3.6 + 0.72*3.5 = 6.12
+    running = gae_jit(rewards, values, next_values, no, no, GAMMA, LAM)
+    np.testing.assert_allclose(running.advantages, [6.12, 3.5, 2.5], rtol=1e-6)
+
+
+def test_next_values_from_hand_computed():
+    values = jnp.array([1.0, 2.0, 3.0])
+    final_values = jnp.array([10.0, 20.0, 30.0])
+    np.testing.assert_array_equal(
+        next_values_jit(values, jnp.array(4.0), final_values, jnp.array([False, True, False])),
+        [2.0, 20.0, 4.0],
+    )
+    np.testing.assert_array_equal(
+        next_values_jit(values, jnp.array(4.0), final_values, jnp.array([False, False, True])),
+        [2.0, 3.0, 30.0],
+    )
+    # [T, B]: the last value is one per env.
+    values = jnp.arange(6.0).reshape(3, 2)
+    truncated = jnp.array([[True, False], [False, False], [False, True]])
+    out = next_values_jit(values, jnp.array([7.0, 8.0]), -values, truncated)
+    np.testing.assert_array_equal(out, [[-0.0, 3.0], [4.0, 5.0], [7.0, -5.0]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_numpy_loop(seed):
+    rollout = random_rollout(seed)
+    expected_adv, expected_ret = gae_loop(*rollout, GAMMA, LAM)
+    out = gae_jit(*f32(*rollout), GAMMA, LAM)
+    assert out.advantages.shape == (50, 7) and out.advantages.dtype == jnp.float32
+    np.testing.assert_allclose(out.advantages, expected_adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.returns, expected_ret, rtol=1e-5, atol=1e-5)
+
+
+def test_next_values_from_matches_rollout_construction():
+    rng = np.random.default_rng(0)
+    values, final_values = rng.normal(size=(2, 50, 7))
+    last_value = rng.normal(size=7)
+    truncated = rng.random((50, 7)) < 0.1
+    expected = np.empty((50, 7))
+    for t in range(50):
+        for b in range(7):
+            if truncated[t, b]:
+                expected[t, b] = final_values[t, b]
+            else:
+                expected[t, b] = values[t + 1, b] if t < 49 else last_value[b]
+    out = next_values_jit(*f32(values, last_value, final_values, truncated))
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_termination_and_truncation_differ_only_in_the_ending_episode():
+    rewards, values, next_values, terminated, truncated = random_rollout(5, p_term=0.0)
+    next_values = np.where(np.isnan(next_values), 0.0, next_values)
+    b = 3
+    s = int(np.flatnonzero(truncated[:, b])[1])  # the second truncation in env 3
+    start = int(np.flatnonzero(truncated[:s, b])[-1]) + 1  # first step of that episode
+    as_term, as_trunc = terminated.copy(), truncated.copy()
+    as_term[s, b], as_trunc[s, b] = True, False
+    base = gae_jit(*f32(rewards, values, next_values, terminated, truncated), GAMMA, LAM)
+    flipped = gae_jit(*f32(rewards, values, next_values, as_term, as_trunc), GAMMA, LAM)
+    # Dropping the bootstrap gamma * V(final obs) at step s lowers A_t for the steps of
+    # that episode by (gamma*lam)^(s-t) * gamma * next_values[s]; nothing else moves.
+    expected = np.zeros(rewards.shape)
+    for t in range(start, s + 1):
+        expected[t, b] = -((GAMMA * LAM) ** (s - t)) * GAMMA * next_values[s, b]
+    np.testing.assert_allclose(flipped.advantages - base.advantages, expected, atol=1e-5)
+    assert expected[start, b] != 0.0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_lambda_one_is_bootstrapped_monte_carlo(seed):
+    rollout = random_rollout(seed)
+    rewards, _, next_values, terminated, truncated = rollout
+    expected = monte_carlo_loop(rewards, next_values, terminated, truncated, GAMMA)
+    out = gae_jit(*f32(*rollout), GAMMA, 1.0)
+    np.testing.assert_allclose(out.returns, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lambda_zero_is_one_step_td_error():
+    rewards, values, next_values, terminated, truncated = random_rollout(1)
+    bootstrap = np.where(terminated, 0.0, GAMMA * np.nan_to_num(next_values))
+    expected = rewards + bootstrap - values
+    out = gae_jit(*f32(rewards, values, next_values, terminated, truncated), GAMMA, 0.0)
+    np.testing.assert_allclose(out.advantages, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_any_trailing_batch_shape():
+    rollout = random_rollout(2)
+    batched = gae_jit(*f32(*rollout), GAMMA, LAM)
+    # [T]: each env on its own.
+    for b in range(7):
+        single = gae_jit(*f32(*(x[:, b] for x in rollout)), GAMMA, LAM)
+        np.testing.assert_allclose(single.advantages, batched.advantages[:, b], rtol=1e-6)
+    # [T, 1, 7, 1]: the same numbers with extra batch dims.
+    nested = gae_jit(*f32(*(x[:, None, :, None] for x in rollout)), GAMMA, LAM)
+    np.testing.assert_allclose(nested.advantages[:, 0, :, 0], batched.advantages, rtol=1e-6)
+
+
+def test_float_flags_equal_bool_flags():
+    rewards, values, next_values, terminated, truncated = random_rollout(3)
+    as_bool = gae_jit(*f32(rewards, values, next_values, terminated, truncated), GAMMA, LAM)
+    as_float = gae_jit(
+        *f32(rewards, values, next_values, terminated.astype(float), truncated.astype(float)),
+        GAMMA,
+        LAM,
+    )
+    np.testing.assert_array_equal(as_bool.advantages, as_float.advantages)
+
+
+def test_eager_jit_and_vmap():
+    rollouts = [f32(*random_rollout(s)) for s in range(3)]
+    stacked = [jnp.stack(xs) for xs in zip(*rollouts, strict=True)]  # [S, T, B]
+    # gamma and lam traced (as when they come from a vmapped config) vs. eager Python floats.
+    jitted = [gae_jit(*r, jnp.float32(GAMMA), jnp.float32(LAM)) for r in rollouts]
+    eager = gae(*rollouts[0], GAMMA, LAM)
+    np.testing.assert_allclose(eager.advantages, jitted[0].advantages, rtol=1e-5, atol=1e-6)
+    over_seeds = jax.jit(jax.vmap(gae, in_axes=(0, 0, 0, 0, 0, None, None)))(*stacked, GAMMA, LAM)
+    np.testing.assert_allclose(
+        over_seeds.advantages, jnp.stack([j.advantages for j in jitted]), rtol=1e-5, atol=1e-6
+    )
+    # vmap over the env axis of one [T, B] rollout gives the batched result.
+    over_envs = jax.jit(jax.vmap(gae, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1))(
+        *rollouts[0], GAMMA, LAM
+    )
+    np.testing.assert_allclose(over_envs.returns, jitted[0].returns, rtol=1e-5, atol=1e-6)
+
+
+def test_shape_mismatch_is_an_error():
+    x = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="truncated"):
+        gae_jit(x, x, x, x.astype(bool), jnp.zeros((4,), bool), GAMMA, LAM)
