@@ -11,11 +11,11 @@ after ``params.max_steps_in_episode`` steps (200/400/600 for Easy/Medium/Hard,
 
 One class serves all three POPGym families:
 
-- ``PositionOnlyCartPole``: ``observe="position"``, the observation is ``[x, theta]``.
-- ``VelocityOnlyCartPole``: ``observe="velocity"``, the observation is
+- ``PositionOnlyCartPole``: ``visible="position"``, the observation is ``[x, theta]``.
+- ``VelocityOnlyCartPole``: ``visible="velocity"``, the observation is
   ``[x_dot, theta_dot]`` after each step; the reset observation is ``[x, theta]``,
   as in the reference.
-- ``NoisyPositionOnlyCartPole``: ``observe="position"`` with Gaussian noise of
+- ``NoisyPositionOnlyCartPole``: ``visible="position"`` with Gaussian noise of
   standard deviation ``params.noise_std`` (0.1/0.2/0.3) added to every
   observation, then clipped to the observation space ``[-4.8, 4.8] x [-24°, 24°]``.
 
@@ -53,7 +53,7 @@ THETA_THRESHOLD = 12 * 2 * math.pi / 360
 RESET_BOUND = 0.05
 
 # Which state entries (x, x_dot, theta, theta_dot) each variant observes after a step.
-_OBSERVED = {"position": (0, 2), "velocity": (1, 3)}
+_VISIBLE = {"position": (0, 2), "velocity": (1, 3)}
 
 
 @struct.dataclass
@@ -75,18 +75,18 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
     """Cart-pole balancing that shows either positions or velocities.
 
     Args:
-        observe: ``"position"`` (observe ``[x, theta]``) or ``"velocity"``
-            (observe ``[x_dot, theta_dot]``; the reset observation is ``[x, theta]``).
+        visible: ``"position"`` (show ``[x, theta]``) or ``"velocity"``
+            (show ``[x_dot, theta_dot]``; the reset observation is ``[x, theta]``).
 
     Actions are cast to int32 and clipped to ``[0, 1]``.
     """
 
-    def __init__(self, observe: str = "position"):
+    def __init__(self, visible: str = "position"):
         super().__init__()
-        if observe not in _OBSERVED:
-            raise ValueError(f"observe must be one of {sorted(_OBSERVED)}, got {observe!r}")
-        self.observe = observe
-        if observe == "position":
+        if visible not in _VISIBLE:
+            raise ValueError(f"visible must be one of {sorted(_VISIBLE)}, got {visible!r}")
+        self.visible = visible
+        if visible == "position":
             self.obs_high = np.array([2 * X_THRESHOLD, 2 * THETA_THRESHOLD], np.float32)
         else:
             self.obs_high = np.full((2,), np.inf, np.float32)
@@ -128,7 +128,7 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
         terminated = (jnp.abs(state.x) > X_THRESHOLD) | (jnp.abs(state.theta) > THETA_THRESHOLD)
         reward = jnp.asarray(1.0 / params.max_steps_in_episode, jnp.float32)
         full = jnp.stack([state.x, state.x_dot, state.theta, state.theta_dot])
-        obs = full[jnp.array(_OBSERVED[self.observe])]
+        obs = full[jnp.array(_VISIBLE[self.visible])]
         return self._noisy(key, obs, params), state, reward, terminated, {}
 
     def _noisy(self, key: jax.Array, obs: jax.Array, params: CartPoleParams) -> jax.Array:
@@ -137,7 +137,7 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
 
     @property
     def name(self) -> str:
-        return f"{self.observe.capitalize()}OnlyCartPole"
+        return f"{self.visible.capitalize()}OnlyCartPole"
 
     @property
     def num_actions(self) -> int:
@@ -150,9 +150,9 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
         return spaces.Box(-self.obs_high, self.obs_high, (2,), jnp.float32)
 
 
-def _task(observe: str, max_steps: int, noise_std: float = 0.0):
+def _task(visible: str, max_steps: int, noise_std: float = 0.0):
     def make() -> tuple[CartPole, CartPoleParams]:
-        return CartPole(observe), CartPoleParams(
+        return CartPole(visible), CartPoleParams(
             max_steps_in_episode=max_steps, noise_std=noise_std
         )
 

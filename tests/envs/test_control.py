@@ -35,6 +35,7 @@ PENDULUM = {
 }
 ALL_TASKS = [n for group in (CARTPOLE, PENDULUM) for names in group.values() for n in names]
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
+BATCH = 1024
 _SHARED_ENVS: dict = {}
 
 
@@ -58,14 +59,8 @@ def reference(name):
     return ref
 
 
-def max_steps(name):
-    return reference(name).max_episode_length
-
-
 @functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
-def step_batch(env, keys, states, actions, params):
-    """One vmapped ``env.step`` (params batched too) -> obs before auto-reset, reward, flags."""
-
+def _step_batch(env, keys, states, actions, params):
     def one(key, state, action, params):
         _, _, reward, terminated, truncated, info = env.step(key, state, action, params)
         return info["final_observation"], reward, terminated, truncated
@@ -73,20 +68,26 @@ def step_batch(env, keys, states, actions, params):
     return jax.vmap(one)(keys, states, actions, params)
 
 
-@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
-def reset_batch(env, keys, params):
-    return jax.vmap(env.reset)(keys, params)
+def step_many(env, states, actions, params, seed=0):
+    """``env.step`` of each (state, action) under one task's params -> numpy (obs before
+    auto-reset, reward, terminated, truncated). Pads to BATCH envs: one compile per env."""
+    n = len(actions)
+
+    def pad(x):
+        return np.resize(np.asarray(x), (BATCH, *np.shape(x)[1:]))
+
+    batch_params = jax.tree.map(lambda x: np.full((BATCH, *np.shape(x)), x), params)
+    keys = jax.random.split(jax.random.key(seed), BATCH)
+    out = _step_batch(env, keys, jax.tree.map(pad, states), pad(actions), batch_params)
+    return [np.asarray(o)[:n] for o in out]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), compiler_options=FAST_COMPILE)
-def rollouts(env, policy, num_steps, states, keys, params):
-    """Return, length and last flags of the first episode of each rollout.
+def _rollouts(env, policy, num_steps, keys, params):
+    def one(key, params):
+        key_reset, key_run = jax.random.split(key)
+        obs0, state0 = env.reset(key_reset, params)
 
-    ``states``/``keys`` have shape ``(tasks, episodes, ...)``, ``params`` ``(tasks, ...)``;
-    ``policy(key, state, params) -> action``. Episodes must end within ``num_steps``.
-    """
-
-    def one(state, key, params):
         def body(carry, key):
             state, ret, length, alive, flags = carry
             key_act, key_step = jax.random.split(key)
@@ -99,35 +100,39 @@ def rollouts(env, policy, num_steps, states, keys, params):
             return (state, ret, length, alive, flags), None
 
         init = (
-            state,
+            state0,
             jnp.zeros(()),
             jnp.zeros((), jnp.int32),
             jnp.ones((), bool),
             jnp.zeros(2, bool),
         )
-        (_, ret, length, alive, flags), _ = jax.lax.scan(
-            body, init, jax.random.split(key, num_steps)
-        )
-        return ret, length, alive, flags
+        carry, _ = jax.lax.scan(body, init, jax.random.split(key_run, num_steps))
+        return obs0, state0, *carry[1:]
 
-    per_task = jax.vmap(one, in_axes=(0, 0, None))
-    return jax.vmap(per_task)(states, keys, params)
+    # Every task gets the same keys: same initial states, noise and policy draws.
+    return jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))(keys, params)
 
 
 def run_episodes(env, policy, params, episodes, seed=0, num_steps=None):
-    """``rollouts`` from fresh resets -> returns, lengths, final flags, initial states."""
-    num_tasks = len(params.max_steps_in_episode)
-    # The same keys for every task: same initial states, same noise and policy draws.
-    reset_keys, run_keys = jax.random.split(jax.random.key(seed), (2, 1, episodes))
-    run_keys = jnp.repeat(run_keys, num_tasks, 0)
-    reset_params = jax.tree.map(lambda x: jnp.repeat(x, episodes, 0), params)
-    _, states = reset_batch(env, jnp.tile(reset_keys.reshape(-1), num_tasks), reset_params)
-    states = jax.tree.map(lambda x: x.reshape(num_tasks, episodes, *x.shape[1:]), states)
+    """The first episode after a reset, ``episodes`` times for each task in stacked
+    ``params`` -> numpy (reset obs, reset state, return, length, (terminated, truncated)
+    at the end), each shaped ``(tasks, episodes, ...)``. Every episode must end."""
     num_steps = num_steps or int(params.max_steps_in_episode.max())
-    out = rollouts(env, policy, num_steps, states, run_keys, params)
-    ret, length, alive, flags = map(np.asarray, out)
+    keys = jax.random.split(jax.random.key(seed), episodes)
+    out = jax.tree.map(np.asarray, _rollouts(env, policy, num_steps, keys, params))
+    obs0, state0, ret, length, alive, flags = out
     assert not alive.any(), "an episode did not end"
-    return ret, length, flags, jax.tree.map(np.asarray, states)
+    return obs0, state0, ret, length, flags
+
+
+@functools.cache
+def random_runs(family):
+    """Uniformly random episodes of the three tasks of `family` (run once, shared)."""
+    env, params = stacked(CARTPOLE.get(family) or PENDULUM[family])
+    if "CartPole" in family:
+        # Random episodes last about 22 steps; none comes near 200.
+        return run_episodes(env, random_push, params, episodes=500, seed=1, num_steps=200)
+    return run_episodes(env, random_torque, params, episodes=1000, seed=1)
 
 
 def cart_state(values, time):
@@ -147,7 +152,7 @@ def pendulum_state(theta, theta_dot, time):
     )
 
 
-def random_policy(key, state, params):
+def random_push(key, state, params):
     return jax.random.randint(key, (), 0, 2)
 
 
@@ -203,10 +208,9 @@ def test_spaces_lengths_and_noise_match_reference(name):
         assert type(alias_env) is type(env) and alias_params == params
 
 
-def _cartpole_cases(observe, rng, n):
+def _cartpole_cases(visible, rng, n):
     """Reference outputs for `n` random (state, step count, action) triples."""
-    name = f"{observe.capitalize()}OnlyCartPoleHard"
-    ref = reference(name)
+    ref = reference(f"{visible.capitalize()}OnlyCartPoleHard")
     high = np.array([2.4, 3.0, 0.2094, 3.0])
     states = rng.uniform(-high, high, (n, 4)).astype(np.float32)
     times = rng.choice([0, 5, 597, 598, 599], n)
@@ -216,63 +220,51 @@ def _cartpole_cases(observe, rng, n):
         ref.state, ref.num_steps, ref.steps_beyond_terminated = state.astype(np.float64), t, None
         o, r, term, trunc, _ = ref.step(int(action))
         obs.append(o), rewards.append(r), flags.append((term, trunc))
-    return states, times, actions, (np.array(obs), np.array(rewards), np.array(flags))
+    return cart_state(states, times), actions, (np.array(obs), np.array(rewards), np.array(flags))
 
 
-@pytest.mark.parametrize("observe", ["position", "velocity"])
-def test_cartpole_steps_match_reference(observe):
+@pytest.mark.parametrize("visible", ["position", "velocity"])
+def test_cartpole_steps_match_reference(visible):
     """Random states over the whole non-terminal box, step counts near the limit."""
-    rng = np.random.default_rng(0)
-    n = 400
-    states, times, actions, (ref_obs, ref_rewards, ref_flags) = _cartpole_cases(observe, rng, n)
-    env, params = task(f"{observe.capitalize()}OnlyCartPoleHard")
-    ours = cart_state(states, times)
-    batch = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], n, 0), params)
-    keys = jax.random.split(jax.random.key(0), n)
-    obs, rewards, terminated, truncated = map(
-        np.asarray, step_batch(env, keys, ours, jnp.asarray(actions), batch)
+    states, actions, (ref_obs, ref_rewards, ref_flags) = _cartpole_cases(
+        visible, np.random.default_rng(0), 1000
     )
+    env, params = task(f"{visible.capitalize()}OnlyCartPoleHard")
+    obs, rewards, terminated, truncated = step_many(env, states, actions, params)
     np.testing.assert_allclose(obs, ref_obs, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rewards, ref_rewards, rtol=1e-6)
     np.testing.assert_array_equal(terminated, ref_flags[:, 0])
     np.testing.assert_array_equal(truncated, ref_flags[:, 1])
-    assert 0.05 < terminated.mean() < 0.5 and truncated.sum() == (times == 599).sum() > 0
+    assert 0.05 < terminated.mean() < 0.5 and truncated.sum() == (states.time == 599).sum() > 0
     assert (terminated & truncated).any()
 
 
-@pytest.mark.parametrize("observe", ["position", "velocity"])
-def test_cartpole_reset_matches_reference(observe):
+@pytest.mark.parametrize("family", ["PositionOnlyCartPole", "VelocityOnlyCartPole"])
+def test_cartpole_reset_matches_reference(family):
     """Reset states are uniform on (-0.05, 0.05)^4; both variants show [x, theta] at reset."""
-    name = f"{observe.capitalize()}OnlyCartPoleEasy"
-    ref = reference(name)
+    ref = reference(family + "Easy")
     ref_obs, _ = ref.reset(seed=3)
     np.testing.assert_array_equal(ref_obs, ref.state[[0, 2]].astype(np.float32))
-    env, params = stacked([name])
-    obs, state = reset_batch(
-        env,
-        jax.random.split(jax.random.key(0), 4000),
-        jax.tree.map(lambda x: jnp.repeat(x, 4000, 0), params),
-    )
-    full = np.stack([state.x, state.x_dot, state.theta, state.theta_dot], 1)
-    np.testing.assert_array_equal(obs, full[:, [0, 2]])
-    assert np.abs(full).max() <= 0.05 and np.abs(full).max() > 0.0499
-    np.testing.assert_allclose(full.mean(0), 0.0, atol=0.003)
-    np.testing.assert_allclose(full.var(0), 0.1**2 / 12, rtol=0.08)
+    obs, state, *_ = random_runs(family)
+    np.testing.assert_array_equal(obs, np.stack([state.x, state.theta], -1))
+    values = np.stack([state.x, state.x_dot, state.theta, state.theta_dot])[:, 0].ravel()
+    assert np.abs(values).max() <= 0.05 and np.abs(values).max() > 0.0495
+    assert abs(values.mean()) < 0.003 and values.var() == pytest.approx(0.1**2 / 12, rel=0.08)
+    assert (state.time == 0).all()
 
 
 @pytest.mark.parametrize("family", sorted(CARTPOLE))
 def test_cartpole_balancing_returns_one(family):
     """A full-state controller balances to the time limit in every task: return 1, no
-    fall; the reference scores the same from our initial states."""
+    fall; the reference scores the same from our initial state."""
     env, params = stacked(CARTPOLE[family])
-    ret, length, flags, starts = run_episodes(env, balance, params, episodes=64)
+    _, start, ret, length, flags = run_episodes(env, balance, params, 64, num_steps=600)
     np.testing.assert_allclose(ret, 1.0, atol=1e-5)
     assert (length == np.asarray(params.max_steps_in_episode)[:, None]).all()
     assert not flags[..., 0].any() and flags[..., 1].all()
 
     ref = reference(CARTPOLE[family][-1])
-    ref.reset(seed=0)
-    ref.state = np.array([getattr(starts, f)[-1, 0] for f in ("x", "x_dot", "theta", "theta_dot")])
+    ref.state = np.array([f[-1, 0] for f in (start.x, start.x_dot, start.theta, start.theta_dot)])
     total, done = 0.0, False
     while not done:
         _, reward, terminated, done, _ = ref.step(balance_np(ref.state))
@@ -282,23 +274,13 @@ def test_cartpole_balancing_returns_one(family):
 
 @pytest.mark.parametrize("family", sorted(CARTPOLE))
 def test_cartpole_random_returns_match_reference(family):
-    env, params = stacked(CARTPOLE[family])
-    # Random episodes last about 22 steps; none comes near 200.
-    ours, *_ = run_episodes(env, random_policy, params, episodes=500, seed=1, num_steps=200)
-    for i, name in enumerate(CARTPOLE[family]):
-        assert_means_match(ours[i], reference_random_returns(name, 300))
-
-
-def _noisy_obs_samples(env, params, state, n, key):
-    batch = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], n, 0), params)
-    states = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], n, 0), state)
-    keys = jax.random.split(key, n)
-    actions = jnp.zeros((n,) + env.action_space(params).shape, env.action_space(params).dtype)
-    return np.asarray(step_batch(env, keys, states, actions, batch)[0])
+    returns = random_runs(family)[2]
+    for ours, name in zip(returns, CARTPOLE[family], strict=True):
+        assert_means_match(ours, reference_random_returns(name, 300))
 
 
 def _assert_same_distribution(ours, ref):
-    """Same per-component mean, std and clipping fraction within sampling error."""
+    """Same per-component mean, std and clipping fractions within sampling error."""
     for o, r in zip(ours.T, ref.T, strict=True):
         assert_means_match(o, r, z=4.5)
         assert o.std() == pytest.approx(r.std(), rel=0.12)
@@ -311,46 +293,39 @@ def test_cartpole_noise_matches_reference(name):
     """From one state, noisy observations after a step are distributed as the reference's."""
     env, params = task(name)
     ref = reference(name)
-    state = np.array([2.3, 0.0, 0.2, 0.0], np.float32)  # near the clip bound of the angle
+    state = np.array([2.3, 0.0, 0.2, 0.0], np.float32)  # the angle is near its clip bound
     ref_obs = []
     for _ in range(1000):
         ref.state, ref.num_steps, ref.steps_beyond_terminated = state.astype(np.float64), 0, None
         ref_obs.append(ref.step(0)[0])
-    ours = _noisy_obs_samples(env, params, cart_state(state, 0), 2000, jax.random.key(1))
+    states = cart_state(np.tile(state, (1000, 1)), np.zeros(1000))
+    ours = step_many(env, states, np.zeros(1000, np.int32), params, seed=1)[0]
     _assert_same_distribution(ours, np.array(ref_obs))
 
 
 def _pendulum_cases(rng, n):
-    """Reference outputs for random states (angles unwrapped by multiples of 2 pi)."""
+    """Reference outputs for random states (its angles unwrapped by multiples of 2 pi)."""
     ref = reference("PositionOnlyPendulumHard")
     theta = rng.uniform(-np.pi, np.pi, n).astype(np.float32)
     theta_dot = rng.uniform(-8, 8, n).astype(np.float32)
     times = rng.choice([0, 7, 98, 99], n)
-    torques = rng.uniform(-3, 3, n).astype(np.float32)
+    torques = rng.uniform(-3, 3, (n, 1)).astype(np.float32)
     turns = rng.integers(-3, 4, n)
     obs, rewards, flags = [], [], []
     for th, dot, t, u, k in zip(theta, theta_dot, times, torques, turns, strict=True):
         ref.state, ref.num_steps = np.array([th + 2 * np.pi * k, dot], np.float64), t
-        o, r, term, trunc, _ = ref.step(np.array([u], np.float32))
+        o, r, term, trunc, _ = ref.step(u)
         obs.append(o), rewards.append(r), flags.append((term, trunc))
-    return (
-        pendulum_state(theta, theta_dot, times),
-        torques,
-        (np.array(obs), np.array(rewards), np.array(flags)),
-    )
+    states = pendulum_state(theta, theta_dot, times)
+    return states, torques, (np.array(obs), np.array(rewards), np.array(flags))
 
 
 def test_pendulum_steps_match_reference():
-    rng = np.random.default_rng(0)
-    n = 400
-    states, torques, (ref_obs, ref_rewards, ref_flags) = _pendulum_cases(rng, n)
-    env, params = task("PositionOnlyPendulumHard")
-    batch = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], n, 0), params)
-    keys = jax.random.split(jax.random.key(0), n)
-    ours = jax.tree.map(jnp.asarray, states)
-    obs, rewards, terminated, truncated = map(
-        np.asarray, step_batch(env, keys, ours, jnp.asarray(torques)[:, None], batch)
+    states, torques, (ref_obs, ref_rewards, ref_flags) = _pendulum_cases(
+        np.random.default_rng(0), 1000
     )
+    env, params = task("PositionOnlyPendulumHard")
+    obs, rewards, terminated, truncated = step_many(env, states, torques, params)
     np.testing.assert_allclose(obs, ref_obs, atol=2e-6)
     np.testing.assert_allclose(rewards, ref_rewards, rtol=1e-5, atol=1e-8)
     assert not terminated.any() and not ref_flags[:, 0].any()
@@ -359,30 +334,24 @@ def test_pendulum_steps_match_reference():
 
 
 def test_pendulum_reset_matches_reference():
-    env, params = stacked(["PositionOnlyPendulumEasy"])
-    n = 4000
-    obs, state = reset_batch(
-        env,
-        jax.random.split(jax.random.key(0), n),
-        jax.tree.map(lambda x: jnp.repeat(x, n, 0), params),
-    )
-    np.testing.assert_allclose(
-        obs, np.stack([np.cos(state.theta), np.sin(state.theta)], 1), atol=1e-6
-    )
-    for values, bound in ((state.theta, np.pi), (state.theta_dot, 1.0)):
-        values = np.asarray(values)
-        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.998 * bound
-        assert abs(values.mean()) < 0.05 * bound
-        assert values.var() == pytest.approx(bound**2 / 3, rel=0.08)
+    """theta ~ U(-pi, pi), theta_dot ~ U(-1, 1); the reset observation is [cos, sin]."""
+    obs, state, *_ = random_runs("PositionOnlyPendulum")
+    cos_sin = np.stack([np.cos(state.theta), np.sin(state.theta)], -1)
+    np.testing.assert_allclose(obs, cos_sin, atol=1e-6)
+    for values, bound in ((state.theta[0], np.pi), (state.theta_dot[0], 1.0)):
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.99 * bound
+        assert abs(values.mean()) < 0.12 * bound
+        assert values.var() == pytest.approx(bound**2 / 3, rel=0.15)
+    assert (state.time == 0).all()
 
 
 def test_pendulum_swing_up_matches_reference_and_is_near_optimal():
-    """An energy swing-up + PD controller scores the same as in the reference and is
-    close to the best known Pendulum returns (about -140 per 200 steps, 0.914 here);
-    observation noise changes neither dynamics nor rewards."""
+    """An energy swing-up + PD controller scores as in the reference and close to the best
+    known Pendulum returns (about -140 per 200 steps: 0.914 here); observation noise
+    changes neither dynamics nor rewards."""
     names = [*PENDULUM["PositionOnlyPendulum"], *PENDULUM["NoisyPositionOnlyPendulum"]]
     env, params = stacked(names)
-    ret, length, flags, starts = run_episodes(env, swing_up, params, episodes=64)
+    _, start, ret, length, flags = run_episodes(env, swing_up, params, episodes=64)
     assert (length == np.asarray(params.max_steps_in_episode)[:, None]).all()
     assert not flags[..., 0].any() and flags[..., 1].all()
     assert ret[0].mean() > 0.9 and ret[1].mean() > 0.86 and ret[2].mean() > 0.8
@@ -392,7 +361,7 @@ def test_pendulum_swing_up_matches_reference_and_is_near_optimal():
         ref = reference(name)
         for j in range(6):
             ref.reset(seed=j)
-            ref.state = np.array([starts.theta[i, j], starts.theta_dot[i, j]], np.float64)
+            ref.state = np.array([start.theta[i, j], start.theta_dot[i, j]], np.float64)
             total, done = 0.0, False
             while not done:
                 _, reward, _, done, _ = ref.step(swing_up_np(*ref.state))
@@ -409,33 +378,29 @@ def test_pendulum_noise_matches_reference():
     for _ in range(1000):
         ref.state, ref.num_steps = state.astype(np.float64), 0
         ref_obs.append(ref.step(np.zeros(1, np.float32))[0])
-    ours = _noisy_obs_samples(env, params, pendulum_state(*state, 0), 2000, jax.random.key(2))
+    states = pendulum_state(np.full(1000, state[0]), np.full(1000, state[1]), np.zeros(1000))
+    ours = step_many(env, states, np.zeros((1000, 1), np.float32), params, seed=2)[0]
     _assert_same_distribution(ours, np.array(ref_obs))
 
 
 @pytest.mark.parametrize("family", sorted(PENDULUM))
 def test_pendulum_random_returns_match_reference(family):
-    env, params = stacked(PENDULUM[family])
-    ours, *_ = run_episodes(env, random_torque, params, episodes=500, seed=1)
-    for i, name in enumerate(PENDULUM[family]):
-        assert_means_match(ours[i], reference_random_returns(name, 30))
+    returns = random_runs(family)[2]
+    for ours, name in zip(returns, PENDULUM[family], strict=True):
+        assert_means_match(ours, reference_random_returns(name, 30))
 
 
 def test_out_of_range_actions_are_clipped():
-    env, params = stacked(["PositionOnlyCartPoleEasy"] * 4)
-    state = cart_state(jnp.full((4, 4), 0.01), jnp.zeros(4))
-    keys = jax.random.split(jax.random.key(0), 4)
-    obs, reward, _, _ = step_batch(env, keys, state, jnp.array([-5, 0, 1, 7]), params)
-    np.testing.assert_array_equal(obs[0], obs[1])
-    np.testing.assert_array_equal(obs[3], obs[2])
-    assert np.isfinite(reward).all()
+    env, params = task("PositionOnlyCartPoleEasy")
+    states = cart_state(np.full((4, 4), 0.01), np.zeros(4))
+    obs, reward, _, _ = step_many(env, states, np.array([-5, 0, 1, 7]), params)
+    np.testing.assert_array_equal(obs[[0, 3]], obs[[1, 2]])
+    assert np.isfinite(obs).all() and np.isfinite(reward).all()
 
-    torques = jnp.array([[jnp.nan], [0.0], [jnp.inf], [2.0], [-jnp.inf], [-2.0], [-7.0]])
-    env, params = stacked(["PositionOnlyPendulumEasy"] * len(torques))
-    half = jnp.full(len(torques), 0.5)
-    state = pendulum_state(half, half, jnp.zeros(len(torques)))
-    keys = jax.random.split(jax.random.key(0), len(torques))
-    obs, reward, _, _ = map(np.asarray, step_batch(env, keys, state, torques, params))
+    env, params = task("PositionOnlyPendulumEasy")
+    torques = np.array([[np.nan], [0], [np.inf], [2], [-np.inf], [-2], [-7]], np.float32)
+    states = pendulum_state(np.full(7, 0.5), np.full(7, 0.5), np.zeros(7))
+    obs, reward, _, _ = step_many(env, states, torques, params)
     assert np.isfinite(obs).all() and np.isfinite(reward).all() and (np.abs(obs) <= 1).all()
     np.testing.assert_array_equal(obs[[0, 2, 4, 6]], obs[[1, 3, 5, 5]])
     np.testing.assert_array_equal(reward[[0, 2, 4, 6]], reward[[1, 3, 5, 5]])
