@@ -241,10 +241,11 @@ def test_spaces_match_reference(name):
 
 @pytest.mark.parametrize("name", TASKS)
 def test_matches_reference(name):
-    """Row 0: random actions, some out of range (ours clips them; the reference is given
-    them clipped), replayed on the reference. Other rows: random-policy returns."""
+    """First episode: random actions, some out of range (ours clips them, the reference
+    gets them clipped), replayed on the reference. Later episodes: random-policy returns."""
     env, params, steps, _ = task(name)
     actions = np.random.default_rng(1).integers(-3, env.num_actions + 3, steps)
+    actions[:2] = -5, env.num_actions + 3
     (obs0, obs, rewards, terminated, truncated), random_returns = play(
         name, 1, actions, random_returns=True
     )
