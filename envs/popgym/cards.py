@@ -8,9 +8,9 @@ king), suit ``c % 4`` and colour ``c % 2``, the numbering of the reference
 The tasks only ever look at one attribute of each card (its rank, suit or
 colour), so a deck is kept as the number of cards of each attribute value still
 in it, and dealing draws a value with probability proportional to those counts.
-This deals exactly the sequence distribution of a uniformly shuffled deck, but
-costs O(values) per card instead of an O(N log N) shuffle at every reset (gymnax
-computes a reset at every step).
+This deals the sequence distribution of a uniformly shuffled deck (up to the
+negligible bias noted in ``draw``), but costs O(values) per card instead of an
+O(N log N) shuffle at every reset (gymnax computes a reset at every step).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ Differences from the reference (popgym 1.0.7 ``HigherLower``):
 - The observation is the one-hot encoding of the reference's ``Discrete(13)``.
 - Cards are drawn from the remaining rank counts as they are dealt (see
   ``ssmrl.envs.popgym.cards``): the same distribution as dealing a shuffled deck.
+- There is no reset ``info`` (the reference's carries the card as text).
 - ``params.max_steps_in_episode`` (default ``N - 1``) truncates episodes that
   it cuts short; at the natural end the episode terminates and is not
   truncated, as in the reference.
