@@ -29,7 +29,11 @@ from gymnax.environments import spaces
 
 
 class Wrapper:
-    """Base class: forwards the gymnax API (and any other attribute) to ``env``."""
+    """Base class: forwards the gymnax API (and any other attribute) to ``env``.
+
+    Only ``reset`` and ``step`` are wrapped: ``step_env``/``reset_env`` looked up
+    through a wrapper are the wrapped environment's own, without the wrapper's effect.
+    """
 
     def __init__(self, env: Any):
         self._env = env
