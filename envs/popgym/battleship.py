@@ -52,17 +52,19 @@ def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) ->
     Ships are placed in order; each one is uniform over the horizontal and
     vertical segments of its length that lie on the board and avoid earlier ships.
     """
-    n = board_size
+    n, longest = board_size, max(ship_sizes)
     rows = jnp.arange(n)[:, None]
     cols = jnp.arange(n)[None, :]
     noise = jax.random.bits(key, (len(ship_sizes), 2 * n * n)) | 1
-    board = jnp.zeros((n, n), bool)
-    for size, u in zip(ship_sizes, noise, strict=True):
+
+    def place(board, ship):
+        size, u = ship
         # Cells past the board count as occupied, so segments must fit.
-        padded = jnp.pad(board, ((0, size - 1), (0, size - 1)), constant_values=True)
-        across = sum(padded[:n, k : k + n].astype(jnp.int32) for k in range(size))
-        down = sum(padded[k : k + n, :n].astype(jnp.int32) for k in range(size))
-        free = jnp.stack([across == 0, down == 0]).reshape(-1)
+        padded = jnp.pad(board, ((0, longest - 1), (0, longest - 1)), constant_values=True)
+        within = jnp.arange(longest) < size
+        across = jnp.stack([padded[:n, k : k + n] & within[k] for k in range(longest)]).any(0)
+        down = jnp.stack([padded[k : k + n, :n] & within[k] for k in range(longest)]).any(0)
+        free = ~jnp.stack([across, down]).reshape(-1)
         # The largest of iid random words marks a uniform free segment.
         choice = jnp.argmax(jnp.where(free, u, 0))
         vertical, r, c = choice // (n * n), (choice // n) % n, choice % n
@@ -71,7 +73,10 @@ def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) ->
             (cols == c) & (rows >= r) & (rows < r + size),
             (rows == r) & (cols >= c) & (cols < c + size),
         )
-        board = board | ship
+        return board | ship, None
+
+    sizes = jnp.array(ship_sizes)
+    board, _ = jax.lax.scan(place, jnp.zeros((n, n), bool), (sizes, noise))
     return board
 
 

@@ -35,7 +35,14 @@ Differences from the reference (popgym 1.0.7 ``LabyrinthEscape`` /
   is the same as picking uniformly among such rooms, as done here directly.
   mazelib stops hunting after a fixed number of tries and can in principle leave
   rooms unvisited (walled in); this never happens here (we measured 0 in 6000
-  mazelib mazes of the three sizes).
+  mazelib mazes of the three sizes). Uniform choices among ``k`` options take a
+  random 32-bit word modulo ``k`` (relative bias below ``k / 2**32``).
+- ``step`` overrides gymnax's auto-reset so that a maze is not generated every
+  step: each state carries the next episode's maze, drawn when the episode
+  starts and carved a few passages per step (the rest at the reset if the
+  episode ends sooner). Mazes have the same distribution; which maze follows
+  is fixed by the reset key instead of by the key of the step that ends the
+  episode. ``reset`` generates its maze whole.
 """
 
 from __future__ import annotations
@@ -266,12 +273,13 @@ class _Labyrinth(environment.Environment[LabyrinthState, LabyrinthParams]):
         done = terminated | truncated
         rows, cols = self.rooms
         maze = state_step.next_maze
-        for _ in range(self.carve_per_step):
-            maze = carve_maze(maze, rows, cols)
-        maze = jax.lax.while_loop(
-            lambda m: done & (m.carved < rows * cols - 1),
-            lambda m: carve_maze(m, rows, cols),
-            maze,
+
+        def more(carry):
+            count, maze = carry
+            return (count < self.carve_per_step) | (done & (maze.carved < rows * cols - 1))
+
+        _, maze = jax.lax.while_loop(
+            more, lambda c: (c[0] + 1, carve_maze(c[1], rows, cols)), (0, maze)
         )
         state_step = state_step.replace(next_maze=maze)
         obs_reset, state_reset = self._reset(
