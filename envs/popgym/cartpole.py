@@ -127,8 +127,8 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
         )
         terminated = (jnp.abs(state.x) > X_THRESHOLD) | (jnp.abs(state.theta) > THETA_THRESHOLD)
         reward = jnp.asarray(1.0 / params.max_steps_in_episode, jnp.float32)
-        full = jnp.stack([state.x, state.x_dot, state.theta, state.theta_dot])
-        obs = full[jnp.array(_VISIBLE[self.visible])]
+        full = (state.x, state.x_dot, state.theta, state.theta_dot)
+        obs = jnp.stack([full[i] for i in _VISIBLE[self.visible]])
         return self._noisy(key, obs, params), state, reward, terminated, {}
 
     def _noisy(self, key: jax.Array, obs: jax.Array, params: CartPoleParams) -> jax.Array:

@@ -132,7 +132,9 @@ def policy(env, key, state, scripted):
     """The scripted controller of `env`'s family if `scripted`, else a uniform action."""
     if isinstance(env, CartPole):
         return jnp.where(scripted, balance(state), jax.random.randint(key, (), 0, 2))
-    return jnp.where(scripted, swing_up(state), jax.random.uniform(key, (1,), None, -2.0, 2.0))
+    return jnp.where(
+        scripted, swing_up(state), jax.random.uniform(key, (1,), minval=-2.0, maxval=2.0)
+    )
 
 
 def cart_state(values, time):
