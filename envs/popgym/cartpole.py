@@ -27,6 +27,7 @@ Differences from the reference (popgym 1.0.7 ``PositionOnlyCartPole``,
 - The reference pays -1 for steps taken after termination; episodes here
   auto-reset at termination, so that reward never occurs.
 - The noise is drawn from JAX's generator, not numpy's.
+- Actions outside ``{0, 1}`` are clipped into it (the reference rejects them).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Differences from the reference (popgym 1.0.7 ``MultiarmedBandit``):
 - The reference's ``info["bandits"]`` (the hidden probabilities) is not
   returned; they are in ``state.probs``.
 - Random numbers come from JAX's generator, not numpy's.
+- Actions are clipped to ``[0, num_arms - 1]`` (the reference indexes its
+  probabilities with the action, so it raises for ``action >= num_arms`` and
+  wraps negative actions around).
 """
 
 from __future__ import annotations

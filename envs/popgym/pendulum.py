@@ -23,7 +23,8 @@ Differences from the reference (popgym 1.0.7 ``PositionOnlyPendulum``,
   angle is kept wrapped to ``[-pi, pi)``; the reference lets it grow without
   bound, which changes nothing observable since only its sine, cosine and
   wrapped value are used.
-- Actions are cleaned of NaN (-> 0) and infinities before clipping to ``[-2, 2]``.
+- NaN torques become 0 before clipping to ``[-2, 2]`` (the reference would
+  propagate NaN into its state).
 - The noise is drawn from JAX's generator, not numpy's.
 """
 
