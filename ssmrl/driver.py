@@ -1,0 +1,398 @@
+"""Training driver: many seeds at once in jitted chunks of updates, with logs and checkpoints.
+
+```python
+agent = ssmrl.agents.ppo.make_agent(cfg, env, env_params)
+summary = ssmrl.driver.train(
+    agent.init, agent.update, num_updates=agent.num_updates,
+    steps_per_update=cfg.steps_per_update, run_dir="runs/demo", run=RunConfig(seeds=4),
+)
+print(summary.mmer, summary.plot)
+```
+
+The driver knows agents only through ``init(key) -> runner`` and ``update(runner) ->
+(runner, metrics)``, where ``metrics`` is a NamedTuple (or dict) of scalars with a
+``mean_return`` entry (NaN when no episode ended in that update). Seeds are vmapped;
+``chunk`` updates run as one jitted ``lax.scan``, and between chunks the driver writes
+``metrics.jsonl`` (one line per update), updates the progress bar, checkpoints, and
+redraws ``learning_curve.png``. Continuing a run from its last checkpoint gives the
+same parameters, bit for bit, as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column
+from rich.text import Text
+
+from ssmrl import configfile
+from ssmrl.checkpoint import Checkpointer
+from ssmrl.metrics import (
+    MetricsWriter,
+    mmer,
+    nanmean,
+    plot_learning_curve,
+    returns_matrix,
+    truncate,
+)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "learning_curve.png"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a training run is driven: seeds, chunking, checkpoints and logging."""
+
+    seed: int = 0
+    """seed i of a run trains with the key fold_in(PRNGKey(seed), i)"""
+    seeds: int = 1
+    """number of seeds trained at once (vmapped)"""
+    chunk: int = 10
+    """updates per jitted call; logging, progress and checkpoints happen between calls"""
+    checkpoint_every: int = 100
+    """checkpoint after the chunk passing each multiple of this many updates (0: at the end only)"""
+    keep_checkpoints: int = 2
+    """number of newest checkpoints kept"""
+    tensorboard: bool = False
+    """also write TensorBoard scalars into the run directory (needs tensorboardX)"""
+    fast_compile: bool = False
+    """compile with XLA's backend optimisations off: a quicker start, slower updates"""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible setting."""
+        for name in ("seeds", "chunk", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+class Summary(NamedTuple):
+    """What a finished run leaves behind."""
+
+    run_dir: Path
+    updates: int
+    env_steps: int
+    mmer: float  # POPGym's max-mean episodic return over the whole run, mean over seeds
+    final_return: float  # mean over seeds of the last mean episodic return logged
+    plot: Path | None
+    checkpoint: Path | None
+    state: Any  # the final runner state, leading axis = seeds
+
+
+class NonFiniteError(RuntimeError):
+    """A loss became NaN or infinite; the run stopped without saving that state."""
+
+
+def seed_keys(seed: int, seeds: int) -> jax.Array:
+    """PRNG keys ``[seeds, 2]``; seed i's key does not depend on how many seeds run."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(seeds))
+
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+@functools.lru_cache(maxsize=16)
+def compiled(
+    init: Callable, update: Callable, num_updates: int, chunk: int, fast_compile: bool = False
+):
+    """``(init [seeds] -> runner, run_chunk(runner, start) -> (runner, metrics [chunk, seeds]))``.
+
+    Both are jitted and cached per argument tuple, so runs that share an agent share
+    compiled code. Steps of the last chunk past ``num_updates`` are skipped by a
+    ``lax.cond``, so every chunk runs the same compiled program.
+    """
+    update_seeds = jax.vmap(update)
+
+    def run_chunk(runner, start):
+        metrics_shape = jax.eval_shape(update_seeds, runner)[1]
+
+        def skip(runner):
+            return runner, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+
+        def body(runner, i):
+            return jax.lax.cond(start + i < num_updates, update_seeds, skip, runner)
+
+        return jax.lax.scan(body, runner, jnp.arange(chunk))
+
+    options = FAST_COMPILE if fast_compile else None
+    return (
+        jax.jit(jax.vmap(init), compiler_options=options),
+        jax.jit(run_chunk, compiler_options=options),
+    )
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.speed
+        return Text(f"{speed:,.0f} steps/s" if speed else "- steps/s", style="progress.data.speed")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed:,.0f}/{task.total:,.0f} steps", table_column=Column(no_wrap=True)
+        ),
+        _Rate(table_column=Column(no_wrap=True)),
+        TextColumn("return {task.fields[ret]}", table_column=Column(no_wrap=True)),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _tensorboard(log_dir: Path, console: Console):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        console.print(
+            "[yellow]TensorBoard logging unavailable: tensorboardX is not installed "
+            "(pip install tensorboardX); continuing without it"
+        )
+        return None
+    return SummaryWriter(str(log_dir))
+
+
+def _as_dict(metrics: Any) -> dict[str, np.ndarray]:
+    metrics = jax.device_get(metrics)
+    items = metrics._asdict() if hasattr(metrics, "_asdict") else dict(metrics)
+    return {k: np.asarray(v) for k, v in items.items()}
+
+
+def _first_non_finite(metrics: Mapping[str, np.ndarray]) -> tuple[int, str, int] | None:
+    """``(row, name, seed)`` of the first non-finite float metric, ``mean_return`` aside."""
+    worst = None
+    for name, value in metrics.items():
+        if name == "mean_return" or not np.issubdtype(value.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(value.reshape(value.shape[0], -1))
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            seed = int(np.argmax(bad[row]))
+            if worst is None or row < worst[0]:
+                worst = (row, name, seed)
+    return worst
+
+
+def _format(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def _records(
+    metrics: Mapping[str, np.ndarray], rows: int, done: int, steps_per_update: int, wall_s: float
+) -> list[dict[str, Any]]:
+    """One log record per update of a chunk: mean return per seed, other metrics seed-averaged."""
+    out = []
+    for j in range(rows):
+        update = done + j + 1
+        per_seed = metrics["mean_return"][j].reshape(-1)
+        out.append(
+            {
+                "update": update,
+                "env_steps": update * steps_per_update,
+                "mean_return": float(nanmean(per_seed)),
+                "mean_return_per_seed": per_seed,
+                **{k: float(np.mean(v[j])) for k, v in metrics.items() if k != "mean_return"},
+                "wall_s": round(wall_s, 3),
+            }
+        )
+    return out
+
+
+def train(
+    init: Callable,
+    update: Callable,
+    *,
+    num_updates: int,
+    steps_per_update: int,
+    run_dir: str | os.PathLike,
+    run: RunConfig = RunConfig(),
+    config: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    resume_command: str | None = None,
+    on_chunk: Callable[[int, Any], None] | None = None,
+) -> Summary:
+    """Train ``run.seeds`` seeds for ``num_updates`` updates, writing into ``run_dir``.
+
+    Args:
+        init, update: the agent's pure ``init(key) -> runner`` and ``update(runner) ->
+            (runner, metrics)``.
+        num_updates: updates per seed; ``steps_per_update``: env steps per update and seed.
+        run_dir: created if needed; ``config`` (the resolved config) is written there
+            as ``config.yaml`` when the run starts.
+        resume: continue from the newest checkpoint in ``run_dir`` (from scratch if
+            there is none); metrics logged after that checkpoint are dropped.
+        console: where the progress bar and messages go (default: stderr).
+        resume_command: the command that continues this run, shown on Ctrl-C.
+        on_chunk: called as ``on_chunk(updates_done, runner)`` after every chunk.
+
+    Raises:
+        FileExistsError: ``run_dir`` holds checkpoints and ``resume`` is False.
+        NonFiniteError: a float metric other than ``mean_return`` (e.g. a loss) was NaN
+            or infinite; nothing after the previous checkpoint is saved.
+        KeyboardInterrupt: re-raised after the last completed chunk is checkpointed.
+    """
+    run.validate()
+    console = console or Console(stderr=True, soft_wrap=True)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    chunk = min(run.chunk, num_updates)
+    init_seeds, run_chunk = compiled(init, update, num_updates, chunk, run.fast_compile)
+    keys = seed_keys(run.seed, run.seeds)
+    metrics_path = run_dir / METRICS_FILE
+    resume_command = resume_command or f"resume from {run_dir / CHECKPOINT_DIR}"
+
+    ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, max_to_keep=run.keep_checkpoints)
+    if not resume and ckpt.latest is not None:
+        ckpt.close()
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints; pass resume=True or use a new run_dir"
+        )
+    done = 0
+    if resume and ckpt.latest is not None:
+        runner, done = ckpt.restore(jax.eval_shape(init_seeds, keys))
+        console.print(f"Resuming {run_dir} from update {done} of {num_updates}")
+    else:
+        if config is not None and not resume:
+            configfile.write_yaml(config, run_dir / CONFIG_FILE)
+        runner = init_seeds(keys)
+    records = truncate(metrics_path, done)
+    steps, returns = returns_matrix(records) if records else ([], np.zeros((0, run.seeds)))
+    history = {"steps": list(steps), "returns": list(returns)}
+    plot_path = run_dir / PLOT_FILE
+
+    def plot():
+        if history["steps"]:
+            plot_learning_curve(history["steps"], history["returns"], plot_path, run_dir.name)
+
+    def save(update: int):
+        if ckpt.latest != update:
+            ckpt.save(update, runner)
+        plot()
+        return ckpt.directory / str(update)
+
+    tb = _tensorboard(run_dir / "tensorboard", console) if run.tensorboard else None
+    writer = MetricsWriter(metrics_path)
+    progress = _progress(console)
+    total = num_updates * steps_per_update
+    finite = [r["mean_return"] for r in records if r["mean_return"] is not None]
+    last_return = finite[-1] if finite else None
+    task = progress.add_task(
+        "compiling" if done < num_updates else "done",
+        total=total,
+        completed=done * steps_per_update,
+    )
+    progress.update(task, ret=_format(last_return))
+    start_time, start_done = time.perf_counter(), done
+    try:
+        with progress:
+            while done < num_updates:
+                new_runner, metrics = run_chunk(runner, jnp.int32(done))
+                metrics = {
+                    k: v[: min(chunk, num_updates - done)] for k, v in _as_dict(metrics).items()
+                }
+                bad = _first_non_finite(metrics)
+                rows = len(metrics["mean_return"]) if bad is None else bad[0] + 1
+                wall_s = time.perf_counter() - start_time
+                for record in _records(metrics, rows, done, steps_per_update, wall_s):
+                    writer.write(record)
+                    history["steps"].append(record["env_steps"])
+                    history["returns"].append(record["mean_return_per_seed"])
+                    if tb is not None:
+                        for k, v in record.items():
+                            if isinstance(v, float) and math.isfinite(v):
+                                tb.add_scalar(f"train/{k}", v, record["env_steps"])
+                    if math.isfinite(record["mean_return"]):
+                        last_return = record["mean_return"]
+                if bad is not None:
+                    row, name, seed = bad
+                    value = metrics[name][row].reshape(-1)[seed]
+                    kept = (
+                        f"the last good checkpoint is update {ckpt.latest} in {ckpt.directory}"
+                        if ckpt.latest is not None
+                        else "no checkpoint was saved"
+                    )
+                    plot()
+                    raise NonFiniteError(
+                        f"{name} is {value} at update {done + row + 1} (seed {seed}); "
+                        f"stopped without saving that state; {kept}"
+                    )
+                previous, runner, done = done, new_runner, done + rows
+                progress.update(
+                    task,
+                    description="training",
+                    completed=done * steps_per_update,
+                    ret=_format(last_return),
+                )
+                every = run.checkpoint_every
+                if every and done // every > previous // every and done < num_updates:
+                    save(done)
+                    if not console.is_terminal:
+                        rate = (done - start_done) * steps_per_update
+                        rate /= max(time.perf_counter() - start_time, 1e-9)
+                        console.print(
+                            f"update {done}/{num_updates}  {done * steps_per_update:,} steps  "
+                            f"return {_format(last_return)}  {rate:,.0f} steps/s"
+                        )
+                if on_chunk is not None:
+                    on_chunk(done, runner)
+        checkpoint = save(done)
+    except KeyboardInterrupt:
+        if done > 0:
+            path = save(done)
+            console.print(
+                f"[yellow]Interrupted: saved update {done} of {num_updates} in {path}. "
+                f"To continue: {resume_command}"
+            )
+        else:
+            console.print("[yellow]Interrupted before the first chunk finished; nothing saved.")
+        raise
+    finally:
+        writer.close()
+        ckpt.close()
+        if tb is not None:
+            tb.close()
+
+    elapsed = time.perf_counter() - start_time
+    if done > start_done:
+        steps = (done - start_done) * steps_per_update * run.seeds
+        console.print(
+            f"Ran updates {start_done + 1}-{done} of {num_updates} ({run.seeds} seed"
+            f"{'s' if run.seeds > 1 else ''}) in {elapsed:.1f} s: "
+            f"{steps / max(elapsed, 1e-9):,.0f} env steps/s over all seeds, compilation included"
+        )
+    score = mmer(np.array(history["returns"])) if history["returns"] else math.nan
+    return Summary(
+        run_dir=run_dir,
+        updates=done,
+        env_steps=done * steps_per_update,
+        mmer=score,
+        final_return=float(last_return) if last_return is not None else math.nan,
+        plot=plot_path if plot_path.exists() else None,
+        checkpoint=checkpoint,
+        state=runner,
+    )
