@@ -7,7 +7,9 @@ vertically, never overlapping. Each step the agent fires at one cell
 repeated shot pays ``-1 / (board_size**2 - sum(ship_sizes))``. The episode
 terminates when every ship cell has been hit and is truncated after
 ``board_size**2`` shots. The observation does not contain the cell that was
-shot, so the agent needs the previous action to solve the task.
+shot, so the agent needs the previous action to solve the task. Returns lie in
+``[-n / (n - sum(ship_sizes)), 1]`` with ``n = board_size**2``: as in the
+reference, a run of misses can go below -1.
 
 Differences from the reference (popgym 1.0.7 ``Battleship``):
 
@@ -19,6 +21,8 @@ Differences from the reference (popgym 1.0.7 ``Battleship``):
   the segments that fit on the board without touching cells of ships already
   placed. The reference's rejection loop draws from exactly this distribution
   (every segment of length >= 2 is reached from two of its start/direction draws).
+  The uniform choice among ``k`` segments takes a random 32-bit word modulo ``k``
+  (relative bias below ``k / 2**32``).
 - The reward scales use ``board_size**2`` (the reference's episode length);
   ``params.max_steps_in_episode`` changes only the time limit.
 """
@@ -55,18 +59,25 @@ def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) ->
     n, longest = board_size, max(ship_sizes)
     rows = jnp.arange(n)[:, None]
     cols = jnp.arange(n)[None, :]
-    noise = jax.random.bits(key, (len(ship_sizes), 2 * n * n)) | 1
+    words = jax.random.bits(key, (len(ship_sizes),))
 
     def place(board, ship):
-        size, u = ship
+        size, word = ship
         # Cells past the board count as occupied, so segments must fit.
         padded = jnp.pad(board, ((0, longest - 1), (0, longest - 1)), constant_values=True)
         within = jnp.arange(longest) < size
         across = jnp.stack([padded[:n, k : k + n] & within[k] for k in range(longest)]).any(0)
         down = jnp.stack([padded[k : k + n, :n] & within[k] for k in range(longest)]).any(0)
-        free = ~jnp.stack([across, down]).reshape(-1)
-        # The largest of iid random words marks a uniform free segment.
-        choice = jnp.argmax(jnp.where(free, u, 0))
+        free = ~jnp.stack([across, down]).reshape(2 * n, n)
+        # A uniform free segment: the (word % count)-th one, up to a relative
+        # bias below count / 2**32. It is found row by row, as cumulative sums
+        # over short axes are much cheaper than one over the whole board.
+        per_row = free.sum(1, dtype=jnp.uint32)
+        rank = word % jnp.maximum(per_row.sum(), 1)
+        row_end = jnp.cumsum(per_row)
+        row = jnp.sum(row_end <= rank)
+        col = jnp.sum(jnp.cumsum(free[row], dtype=jnp.uint32) <= rank - row_end[row] + per_row[row])
+        choice = row * n + col
         vertical, r, c = choice // (n * n), (choice // n) % n, choice % n
         ship = jnp.where(
             vertical,
@@ -76,7 +87,7 @@ def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) ->
         return board | ship, None
 
     sizes = jnp.array(ship_sizes)
-    board, _ = jax.lax.scan(place, jnp.zeros((n, n), bool), (sizes, noise))
+    board, _ = jax.lax.scan(place, jnp.zeros((n, n), bool), (sizes, words))
     return board
 
 
@@ -125,12 +136,15 @@ class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
         action: int | jax.Array,
         params: BattleshipParams,
     ) -> tuple[jax.Array, BattleshipState, jax.Array, jax.Array, dict[Any, Any]]:
-        cell = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, self.board_size**2 - 1)
-        r, c = cell // self.board_size, cell % self.board_size
+        n = self.board_size
+        cell = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, n * n - 1)
+        r, c = cell // n, cell % n
         hit = state.board[r, c] & ~state.guesses[r, c]
         hits = state.hits + hit.astype(jnp.int32)
         state = state.replace(
-            guesses=state.guesses.at[r, c].set(True), hits=hits, time=state.time + 1
+            guesses=state.guesses | ((jnp.arange(n)[:, None] == r) & (jnp.arange(n) == c)),
+            hits=hits,
+            time=state.time + 1,
         )
         reward = jnp.where(hit, self.hit_reward, self.miss_reward).astype(jnp.float32)
         terminated = hits >= self.needed_hits
