@@ -248,8 +248,7 @@ def test_out_of_range_actions_are_clipped(name):
     assert ((obs == 0) | (obs == 1)).all() and (obs.sum(-1) == 1).all()
 
 
-# Medium is left out to save compile time; it differs from Easy and Hard only in size.
-@pytest.mark.parametrize("name", [n for n in BATTLESHIP + MINESWEEPER if "Medium" not in n])
+@pytest.mark.parametrize("name", BATTLESHIP + MINESWEEPER)
 def test_random_policy_return_matches_reference(name):
     env, params = ENVS[name]
     ours = jax_random_returns(env, params, 400, jax.random.key(4), params.max_steps_in_episode)
