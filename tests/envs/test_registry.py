@@ -103,7 +103,7 @@ def test_alias_resolves(alias):
 
 
 def _rollout(env, params):
-    """One compiled function: vmapped reset, then NUM_STEPS vmapped random steps in a scan."""
+    """Vmapped reset, then NUM_STEPS vmapped random steps in a scan (to be jitted)."""
 
     def one(key):
         key_reset, key = jax.random.split(key)
@@ -119,29 +119,36 @@ def _rollout(env, params):
 
         return obs0, jax.lax.scan(body, state, jax.random.split(key, NUM_STEPS))[1]
 
-    run = jax.jit(jax.vmap(one), compiler_options=FAST_COMPILE)
-    return run(jax.random.split(jax.random.key(0), NUM_ENVS))
+    return jax.vmap(one)
 
 
-@pytest.mark.parametrize("name", POPGYM_NAMES)
-def test_popgym_task_contract(name):
-    env, params = make(name)
+def _check_contract(name, env, params, outputs):
     obs_space = env.observation_space(params)
-    assert isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1
-    assert jnp.dtype(obs_space.dtype) == jnp.float32
-    assert isinstance(env.action_space(params), spaces.Discrete | spaces.Box)
+    assert isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1, name
+    assert jnp.dtype(obs_space.dtype) == jnp.float32, name
+    assert isinstance(env.action_space(params), spaces.Discrete | spaces.Box), name
     (dim,) = obs_space.shape
     low = np.broadcast_to(np.asarray(obs_space.low, np.float32), (dim,))
     high = np.broadcast_to(np.asarray(obs_space.high, np.float32), (dim,))
 
-    obs0, (obs, reward, terminated, truncated, final_obs) = _rollout(env, params)
-    assert obs0.shape == (NUM_ENVS, dim) and obs0.dtype == jnp.float32
-    assert obs.shape == final_obs.shape == (NUM_ENVS, NUM_STEPS, dim)
-    assert obs.dtype == final_obs.dtype == jnp.float32
-    assert reward.shape == terminated.shape == truncated.shape == (NUM_ENVS, NUM_STEPS)
-    assert terminated.dtype == truncated.dtype == jnp.bool_
-    assert np.isfinite(np.asarray(reward)).all()
+    obs0, (obs, reward, terminated, truncated, final_obs) = outputs
+    assert obs0.shape == (NUM_ENVS, dim) and obs0.dtype == jnp.float32, name
+    assert obs.shape == final_obs.shape == (NUM_ENVS, NUM_STEPS, dim), name
+    assert obs.dtype == final_obs.dtype == jnp.float32, name
+    assert reward.shape == terminated.shape == truncated.shape == (NUM_ENVS, NUM_STEPS), name
+    assert terminated.dtype == truncated.dtype == jnp.bool_, name
+    assert np.isfinite(np.asarray(reward)).all(), f"{name}: non-finite reward"
     for o in (obs0, obs, final_obs):
         o = np.asarray(o)
-        assert np.isfinite(o).all()
-        assert (o >= low).all() and (o <= high).all(), "observation outside its declared Box"
+        assert np.isfinite(o).all(), f"{name}: non-finite observation"
+        assert (o >= low).all() and (o <= high).all(), f"{name}: obs outside its declared Box"
+
+
+@pytest.mark.parametrize("name", POPGYM_NAMES)
+def test_popgym_task_contract(name):
+    """Reset and step under jit + vmap: flat float32 obs of the declared shape, in its
+    bounds, finite rewards, bool flags, final observations of the same shape."""
+    env, params = make(name)
+    run = jax.jit(_rollout(env, params), compiler_options=FAST_COMPILE)
+    outputs = run(jax.random.split(jax.random.key(0), NUM_ENVS))
+    _check_contract(name, env, params, outputs)
