@@ -1,0 +1,356 @@
+"""Recurrent PPO whose policy and value share one memory core, jitted end to end with the envs.
+
+```python
+env, env_params = ...                                  # any gymnax-1.0 env; see `make_train`
+train = ssmrl.agents.ppo.make_train(Config(), env, env_params)
+state, metrics = jax.jit(train)(key)                   # jax.jit(jax.vmap(train))(keys): many seeds
+```
+
+The rollout runs the core in step mode over ``num_envs`` environments for ``num_steps``
+steps. The carry lives across rollouts; it is reset only through the is-first flags
+(an observation returned together with ``terminated | truncated`` starts a new episode).
+The carry at the start of each rollout is stored, and the update re-runs whole
+sequences from it in sequence mode; minibatches split the env axis so every sequence
+stays whole. Truncated episodes bootstrap from the value of
+``info["final_observation"]``; terminated ones do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training.train_state import TrainState
+from gymnax.environments import spaces
+
+from ssmrl.config import CoreConfig, OptimConfig
+from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
+from ssmrl.returns import gae, next_values_from
+
+
+@dataclass(frozen=True)
+class Config:
+    """PPO hyperparameters; ``env`` names the task for the CLI (make_train takes the env)."""
+
+    env: str = "RepeatPreviousEasy"
+    core: CoreConfig = field(default_factory=CoreConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    total_timesteps: int = 1_000_000
+    num_envs: int = 64
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    vf_clip_eps: float = 0.2
+    vf_coef: float = 0.5
+    ent_coef: float = 0.01
+    head_width: int = 64
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.steps_per_update
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible setting."""
+        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "head_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_envs % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} must divide num_envs={self.num_envs} "
+                "(minibatches split the env axis)"
+            )
+        if self.num_updates < 1:
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} is less than one update "
+                f"(num_envs * num_steps = {self.steps_per_update})"
+            )
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        self.core.build()
+
+
+class ActorCritic(nn.Module):
+    """Memory core, then separate policy and value MLP heads.
+
+    | call         | inputs                              | outputs                         |
+    |--------------|-------------------------------------|---------------------------------|
+    | ``__call__`` | carry, obs [T, B, O], resets [T, B] | carry, (dist params, v [T, B])  |
+    | ``step``     | carry, obs [B, O], reset [B]        | carry, (dist params, v [B])     |
+
+    Dist params are logits ``[..., n]`` (discrete) or a mean ``[..., n]`` (continuous,
+    with a state-independent learned log standard deviation).
+    """
+
+    core: nn.Module
+    action_dim: int
+    continuous: bool
+    head_width: int = 64
+
+    def setup(self):
+        def head(out, scale):
+            return nn.Sequential(
+                [
+                    nn.Dense(self.head_width),
+                    nn.gelu,
+                    nn.Dense(out, kernel_init=nn.initializers.orthogonal(scale)),
+                ]
+            )
+
+        self.policy = head(self.action_dim, 0.01)
+        self.value = head(1, 1.0)
+        if self.continuous:
+            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+
+    def _heads(self, h):
+        return self.policy(h), self.value(h)[..., 0]
+
+    def __call__(self, carry, obs, resets):
+        carry, h = self.core(carry, obs, resets)
+        return carry, self._heads(h)
+
+    def step(self, carry, obs, reset):
+        carry, h = self.core.step(carry, obs, reset)
+        return carry, self._heads(h)
+
+    def distribution(self, dist_params) -> distrax.Distribution:
+        if self.continuous:
+            return distrax.MultivariateNormalDiag(dist_params, jnp.exp(self.log_std))
+        return distrax.Categorical(logits=dist_params)
+
+
+class Transition(NamedTuple):
+    """One rollout step per env; every field ``[T, B, ...]`` when stacked."""
+
+    obs: jax.Array
+    reset: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_value: jax.Array
+    episode_return: jax.Array
+    returned_episode: jax.Array
+
+
+class RunnerState(NamedTuple):
+    """Everything that carries from one update to the next."""
+
+    train_state: TrainState
+    env_state: Any
+    obs: jax.Array
+    reset: jax.Array
+    carry: Any
+    key: jax.Array
+
+
+class Metrics(NamedTuple):
+    """Per-update scalars."""
+
+    mean_return: jax.Array  # mean return of episodes that ended in this rollout (NaN if none)
+    episodes: jax.Array
+    policy_loss: jax.Array
+    value_loss: jax.Array
+    entropy: jax.Array
+    approx_kl: jax.Array
+    clip_fraction: jax.Array
+    total_loss: jax.Array
+
+
+class Agent(NamedTuple):
+    """The pure pieces of PPO on one env.
+
+    - ``init(key) -> RunnerState``
+    - ``rollout(runner) -> (runner, Transition [T, B], start carry)``
+    - ``evaluate(params, carry, batch) -> Evaluation`` re-runs whole sequences
+    - ``update(runner) -> (runner, Metrics)``: one rollout and its optimisation
+    - ``act(params, carry, obs [B, O], reset [B], key, greedy) -> (carry, action [B, ...])``
+    """
+
+    init: Any
+    rollout: Any
+    evaluate: Any
+    update: Any
+    act: Any
+    network: ActorCritic
+    num_updates: int
+
+
+class Evaluation(NamedTuple):
+    """Sequence-mode outputs for stored transitions, each ``[T, B]``."""
+
+    log_prob: jax.Array
+    entropy: jax.Array
+    value: jax.Array
+
+
+def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
+    """Build the pure init and update functions of PPO on ``env``.
+
+    ``env`` must produce flat float observations. Episode returns are read from
+    ``info["returned_episode"]`` and ``info["episode_return"]`` when the env is wrapped
+    in `ssmrl.envs.wrappers.EpisodeStatistics`; otherwise ``mean_return`` is NaN.
+    """
+    cfg.validate()
+    action_space = env.action_space(env_params)
+    continuous = isinstance(action_space, spaces.Box)
+    action_dim = int(np.prod(action_space.shape)) if continuous else int(action_space.n)
+    obs_dim = int(np.prod(env.observation_space(env_params).shape))
+    core = cfg.core.build()
+    network = ActorCritic(core, action_dim, continuous, cfg.head_width)
+    tx = cfg.optim.build(cfg.num_updates * cfg.update_epochs * cfg.num_minibatches)
+    n_envs, mb_envs = cfg.num_envs, cfg.num_envs // cfg.num_minibatches
+
+    def init(key):
+        key, key_net, key_env = jax.random.split(key, 3)
+        carry = core.initialize_carry(n_envs)
+        params = network.init(
+            key_net, carry, jnp.zeros((1, n_envs, obs_dim)), jnp.ones((1, n_envs), bool)
+        )
+        train_state = TrainState.create(apply_fn=network.apply, params=params, tx=tx)
+        obs, env_state = jax.vmap(env.reset, (0, None))(
+            jax.random.split(key_env, n_envs), env_params
+        )
+        return RunnerState(train_state, env_state, obs, jnp.ones(n_envs, bool), carry, key)
+
+    def env_step(runner: RunnerState, _):
+        params = runner.train_state.params
+        key, key_act, key_env = jax.random.split(runner.key, 3)
+        carry, (dist_params, value) = network.apply(
+            params, runner.carry, runner.obs, runner.reset, method="step"
+        )
+        pi = network.apply(params, dist_params, method="distribution")
+        action = pi.sample(seed=key_act)
+        log_prob = pi.log_prob(action)
+        obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, (0, 0, 0, None))(
+            jax.random.split(key_env, n_envs), runner.env_state, action, env_params
+        )
+        # The value of the observation that ended a truncated episode, seen through the
+        # same memory as the rest of that episode; masked out for every other step.
+        _, (_, final_value) = network.apply(
+            params, carry, info["final_observation"], jnp.zeros(n_envs, bool), method="step"
+        )
+        done = terminated | truncated
+        transition = Transition(
+            obs=runner.obs,
+            reset=runner.reset,
+            action=action,
+            log_prob=log_prob,
+            value=value,
+            reward=jnp.asarray(reward, jnp.float32),
+            terminated=terminated,
+            truncated=truncated,
+            final_value=final_value,
+            episode_return=info.get("episode_return", jnp.zeros(n_envs)),
+            returned_episode=info.get("returned_episode", jnp.zeros(n_envs, bool)),
+        )
+        runner = runner._replace(env_state=env_state, obs=obs, reset=done, carry=carry, key=key)
+        return runner, transition
+
+    def rollout(runner: RunnerState):
+        init_carry = runner.carry
+        runner, traj = jax.lax.scan(env_step, runner, None, cfg.num_steps)
+        return runner, traj, init_carry
+
+    def evaluate(params, init_carry, batch: Transition) -> Evaluation:
+        _, (dist_params, values) = network.apply(params, init_carry, batch.obs, batch.reset)
+        pi = network.apply(params, dist_params, method="distribution")
+        return Evaluation(pi.log_prob(batch.action), pi.entropy(), values)
+
+    def loss_fn(params, init_carry, batch: Transition, advantages, targets):
+        ev = evaluate(params, init_carry, batch)
+        policy_loss, aux = clipped_surrogate(
+            ev.log_prob, batch.log_prob, normalize(advantages), cfg.clip_eps
+        )
+        value_loss = clipped_value_loss(ev.value, batch.value, targets, cfg.vf_clip_eps)
+        entropy = ev.entropy.mean()
+        total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        return total, (policy_loss, value_loss, entropy, aux.approx_kl, aux.clip_fraction)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def update(runner: RunnerState):
+        runner, traj, init_carry = rollout(runner)
+        _, (_, last_value) = network.apply(
+            runner.train_state.params, runner.carry, runner.obs, runner.reset, method="step"
+        )
+        next_values = next_values_from(traj.value, last_value, traj.final_value, traj.truncated)
+        adv = gae(
+            traj.reward,
+            traj.value,
+            next_values,
+            traj.terminated,
+            traj.truncated,
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+
+        def epoch(carry, key):
+            train_state = carry
+            perm = jax.random.permutation(key, n_envs).reshape(cfg.num_minibatches, mb_envs)
+
+            def minibatch(train_state, idx):
+                take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  (env axis of [T, B, ...])
+                mb_carry = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), init_carry)
+                (total, aux), grads = grad_fn(
+                    train_state.params,
+                    mb_carry,
+                    jax.tree.map(take, traj),
+                    take(adv.advantages),
+                    take(adv.returns),
+                )
+                return train_state.apply_gradients(grads=grads), (total, *aux)
+
+            return jax.lax.scan(minibatch, train_state, perm)
+
+        key, key_epochs = jax.random.split(runner.key)
+        train_state, losses = jax.lax.scan(
+            epoch, runner.train_state, jax.random.split(key_epochs, cfg.update_epochs)
+        )
+        total, policy_loss, value_loss, entropy, approx_kl, clip_fraction = (
+            x.mean() for x in losses
+        )
+        episodes = traj.returned_episode.sum()
+        metrics = Metrics(
+            mean_return=traj.episode_return.sum() / jnp.where(episodes > 0, episodes, jnp.nan),
+            episodes=episodes,
+            policy_loss=policy_loss,
+            value_loss=value_loss,
+            entropy=entropy,
+            approx_kl=approx_kl,
+            clip_fraction=clip_fraction,
+            total_loss=total,
+        )
+        return runner._replace(train_state=train_state, key=key), metrics
+
+    def act(params, carry, obs, reset, key, greedy: bool = False):
+        carry, (dist_params, _) = network.apply(params, carry, obs, reset, method="step")
+        pi = network.apply(params, dist_params, method="distribution")
+        return carry, (pi.mode() if greedy else pi.sample(seed=key))
+
+    return Agent(init, rollout, evaluate, update, act, network, cfg.num_updates)
+
+
+def make_train(cfg: Config, env: Any, env_params: Any):
+    """Pure ``train(key) -> (RunnerState, Metrics[num_updates])`` running every update."""
+    agent = make_agent(cfg, env, env_params)
+
+    def train(key):
+        runner = agent.init(key)
+        return jax.lax.scan(lambda r, _: agent.update(r), runner, None, agent.num_updates)
+
+    return train

@@ -1,0 +1,138 @@
+"""Recurrent PPO: the stored and recomputed log-probabilities agree, and training runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from ssmrl.agents import ppo
+from ssmrl.config import CoreConfig
+from ssmrl.envs.wrappers import EpisodeStatistics
+
+
+@struct.dataclass
+class CoinState(environment.EnvState):
+    coin: jax.Array
+
+
+@struct.dataclass
+class CoinParams(environment.EnvParams):
+    max_steps_in_episode: int = 6
+    p_end: float = 0.25
+
+
+class CoinEnv(environment.Environment):
+    """Shows a coin at the first step only; reward 1 for naming it later.
+
+    Episodes terminate at random (p_end per step) or are truncated at 6 steps, so a
+    16-step rollout holds both kinds of episode end.
+    """
+
+    @property
+    def default_params(self):
+        return CoinParams()
+
+    def reset_env(self, key, params):
+        coin = jax.random.bernoulli(key).astype(jnp.int32)
+        state = CoinState(time=0, coin=coin)
+        return jnp.array([coin, 1 - coin, 1.0], jnp.float32), state
+
+    def step_env(self, key, state, action, params):
+        reward = (action == state.coin).astype(jnp.float32)
+        state = state.replace(time=state.time + 1)
+        terminated = jax.random.bernoulli(key, params.p_end)
+        return jnp.zeros(3, jnp.float32), state, reward, terminated, {}
+
+    def observation_space(self, params):
+        return spaces.Box(0.0, 1.0, (3,), jnp.float32)
+
+    def action_space(self, params):
+        return spaces.Discrete(2)
+
+
+TINY = ppo.Config(
+    core=CoreConfig(features=16, num_layers=1, state_size=8),
+    total_timesteps=4 * 16 * 2,
+    num_envs=4,
+    num_steps=16,
+    update_epochs=2,
+    num_minibatches=2,
+    head_width=16,
+)
+
+
+def _env(kind: str):
+    if kind == "discrete":
+        env = CoinEnv()
+        return EpisodeStatistics(env), env.default_params
+    env, params = gymnax.make("Pendulum-v1")
+    return EpisodeStatistics(env), params.replace(max_steps_in_episode=5)
+
+
+@cache
+def _agent(core: str, kind: str):
+    cfg = replace(TINY, core=replace(TINY.core, name=core))
+    env, params = _env(kind)
+    agent = ppo.make_agent(cfg, env, params)
+    return agent, jax.jit(agent.init), jax.jit(agent.rollout)
+
+
+@pytest.mark.parametrize(
+    "core,kind",
+    [
+        ("s5", "discrete"),
+        ("gru", "discrete"),
+        ("lstm", "discrete"),
+        ("mlp", "discrete"),
+        ("s5", "continuous"),
+    ],
+)
+def test_recomputed_log_probs_match_rollout(core, kind):
+    agent, init, rollout = _agent(core, kind)
+    runner, _, _ = rollout(init(jax.random.PRNGKey(0)))  # start the next rollout mid-episode
+    _, traj, start_carry = rollout(runner)
+    assert bool(traj.reset[1:].any()), "no episode ended inside the rollout"
+    if kind == "discrete":
+        assert bool(traj.terminated.any()) and bool(traj.truncated.any())
+    idx = jnp.arange(TINY.num_envs // TINY.num_minibatches)  # the first minibatch's envs
+    take = lambda x: x[:, idx]  # noqa: E731
+    ev = jax.jit(agent.evaluate)(
+        runner.train_state.params,
+        jax.tree.map(lambda x: x[idx], start_carry),
+        jax.tree.map(take, traj),
+    )
+    ratio = np.exp(np.asarray(ev.log_prob) - np.asarray(take(traj.log_prob)))
+    np.testing.assert_allclose(ratio, 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ev.value), np.asarray(take(traj.value)), atol=1e-5)
+
+
+def test_train_vmaps_over_seeds():
+    env, params = _env("discrete")
+    train = ppo.make_train(replace(TINY, core=CoreConfig(name="mlp", features=16)), env, params)
+    _, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(1), 2))
+    assert metrics.total_loss.shape == (2, TINY.num_updates)
+    assert np.isfinite(np.asarray(metrics.total_loss)).all()
+    assert (np.asarray(metrics.episodes) > 0).all()
+    assert np.all((np.asarray(metrics.mean_return) >= 0) & (np.asarray(metrics.mean_return) <= 6))
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(num_minibatches=3), "num_minibatches=3 must divide num_envs=4"),
+        (dict(total_timesteps=10), "less than one update"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(core=CoreConfig(name="transformer")), "unknown core"),
+    ],
+)
+def test_config_errors(change, match):
+    with pytest.raises(ValueError, match=match):
+        replace(TINY, **change).validate()
