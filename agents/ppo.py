@@ -38,8 +38,11 @@ class Config:
     """PPO hyperparameters; ``env`` names the task for the CLI (make_train takes the env)."""
 
     env: str = "RepeatPreviousEasy"
-    core: CoreConfig = field(default_factory=CoreConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    # Defaults solve RepeatPreviousEasy within 1M steps on a 2-core CPU (configs/ppo_cpu.yaml).
+    core: CoreConfig = field(
+        default_factory=lambda: CoreConfig(features=128, num_layers=2, state_size=64)
+    )
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
     total_timesteps: int = 1_000_000
     num_envs: int = 64
     num_steps: int = 128

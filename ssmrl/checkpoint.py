@@ -7,17 +7,29 @@ with Checkpointer(run_dir / "checkpoints") as ckpt:
 ```
 
 Every leaf round-trips exactly, complex64 (the S5 carry) and typed PRNG keys included.
+Leaves with no elements (the MLP core's ``[B, 0]`` carry), which orbax cannot write,
+are left out of the files and rebuilt from the template on restore.
 Saves are synchronous, and orbax commits each one atomically, so an interrupted save
 never replaces the previous checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+def _stored(state: Any) -> dict[str, Any]:
+    """The leaves of ``state`` that hold elements, keyed by their flat index."""
+    leaves = jax.tree.leaves(state)
+    return {str(i): x for i, x in enumerate(leaves) if math.prod(np.shape(x)) > 0}
 
 
 class Checkpointer:
@@ -50,7 +62,7 @@ class Checkpointer:
         self._manager.save(
             update,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
+                state=ocp.args.StandardSave(_stored(state)),
                 meta=ocp.args.JsonSave({"update": int(update)}),
             ),
             force=True,
@@ -70,10 +82,15 @@ class Checkpointer:
         out = self._manager.restore(
             update,
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()
+                state=ocp.args.StandardRestore(_stored(template)), meta=ocp.args.JsonRestore()
             ),
         )
-        return out.state, int(out.meta["update"])
+        leaves, treedef = jax.tree.flatten(template)
+        leaves = [
+            out.state[str(i)] if math.prod(np.shape(x)) > 0 else jnp.zeros(x.shape, x.dtype)
+            for i, x in enumerate(leaves)
+        ]
+        return jax.tree.unflatten(treedef, leaves), int(out.meta["update"])
 
     def close(self) -> None:
         self._manager.close()

@@ -251,7 +251,11 @@ def test_checkpoint_round_trips_complex_keys_and_structure(tmp_path):
         key=jax.random.key(3),
         raw_key=jax.random.PRNGKey(4),
         flags=jnp.array([True, False]),
-        nested={"step": jnp.int32(9), "x": jnp.linspace(0, 1, 7, dtype=jnp.float32)},
+        nested={
+            "step": jnp.int32(9),
+            "x": jnp.linspace(0, 1, 7, dtype=jnp.float32),
+            "empty": jnp.zeros((4, 0), jnp.float32),  # the MLP core's carry
+        },
     )
     with Checkpointer(tmp_path, max_to_keep=2) as ckpt:
         ckpt.save(1, jax.tree.map(jnp.zeros_like, state))
@@ -262,6 +266,7 @@ def test_checkpoint_round_trips_complex_keys_and_structure(tmp_path):
         older, _ = ckpt.restore(state, update=1)
     assert update == 5 and isinstance(restored, Pieces)
     assert restored.carry.dtype == jnp.complex64
+    assert restored.nested["empty"].shape == (4, 0)
     assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
     _assert_trees_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
     _assert_trees_equal(restored._replace(key=None), state._replace(key=None))
