@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format bench clean
+.PHONY: venv train test lint format bench clean
 
 venv: $(STAMP)
 
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/ssmrl train ppo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,6 +7,6 @@ Every environment follows the gymnax 1.0 API::
     obs, state, reward, terminated, truncated, info = env.step(key, state, action, env_params)
 """
 
-from ssmrl.envs.registry import make, names
+from ssmrl.envs.registry import aliases, make, names
 
-__all__ = ["make", "names"]
+__all__ = ["aliases", "make", "names"]

@@ -37,6 +37,11 @@ def names(include_gymnax: bool = True) -> list[str]:
     return out
 
 
+def aliases() -> dict[str, str]:
+    """Older names `make` also accepts (``"StatelessCartPoleHard"``) -> POPGym names."""
+    return dict(sorted(_tables()[1].items()))
+
+
 def make(name: str, **param_overrides: Any) -> tuple[Any, Any]:
     """Build an environment and its default parameters by name.
 

@@ -26,10 +26,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
-def _stored(state: Any) -> dict[str, Any]:
-    """The leaves of ``state`` that hold elements, keyed by their flat index."""
-    leaves = jax.tree.leaves(state)
-    return {str(i): x for i, x in enumerate(leaves) if math.prod(np.shape(x)) > 0}
+def _empty(x: Any) -> bool:
+    return math.prod(np.shape(x)) == 0
+
+
+def _stored(state: Any) -> Any:
+    """``state`` with every leaf that holds no elements replaced by None."""
+    return jax.tree.map(lambda x: None if _empty(x) else x, state)
 
 
 class Checkpointer:
@@ -86,9 +89,10 @@ class Checkpointer:
             ),
         )
         leaves, treedef = jax.tree.flatten(template)
+        stored = jax.tree.leaves(out.state, is_leaf=lambda x: x is None)
         leaves = [
-            out.state[str(i)] if math.prod(np.shape(x)) > 0 else jnp.zeros(x.shape, x.dtype)
-            for i, x in enumerate(leaves)
+            jnp.zeros(t.shape, t.dtype) if _empty(t) else x
+            for t, x in zip(leaves, stored, strict=True)
         ]
         return jax.tree.unflatten(treedef, leaves), int(out.meta["update"])
 

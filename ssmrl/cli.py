@@ -285,6 +285,19 @@ def run_mmer(run_dir: Path) -> float:
     return mmer(returns_matrix(records)[1]) if records else math.nan
 
 
+class EvalLoop(NamedTuple):
+    """Loop state of `_episode_returns`: one episode per batch row, ``[E, ...]``."""
+
+    t: Any  # steps taken
+    key: Any
+    obs: Any
+    state: Any  # env state
+    carry: Any  # core carry
+    reset: Any  # is-first flag of ``obs``
+    done: Any  # the row's episode has ended
+    ret: Any  # return of the row's episode so far
+
+
 def _episode_returns(
     agent: Any, cfg: Any, env: Any, env_params: Any, episodes: int, greedy: bool, fast: bool
 ):
@@ -300,34 +313,32 @@ def _episode_returns(
         obs, state = jax.vmap(env.reset, (0, None))(
             jax.random.split(key_reset, episodes), env_params
         )
-        zeros = jnp.zeros(episodes)
-        init = (
-            0,
-            key,
-            obs,
-            state,
-            carry0,
-            jnp.ones(episodes, bool),
-            jnp.zeros(episodes, bool),
-            zeros,
+        init = EvalLoop(
+            t=jnp.int32(0),
+            key=key,
+            obs=obs,
+            state=state,
+            carry=carry0,
+            reset=jnp.ones(episodes, bool),
+            done=jnp.zeros(episodes, bool),
+            ret=jnp.zeros(episodes),
         )
 
-        def cond(c):
-            return (c[0] <= max_steps) & ~c[6].all()
+        def cond(c: EvalLoop):
+            return (c.t <= max_steps) & ~c.done.all()
 
-        def body(c):
-            t, key, obs, state, carry, reset, done, ret = c
-            key, key_act, key_env = jax.random.split(key, 3)
-            carry, action = agent.act(params, carry, obs, reset, key_act, greedy)
+        def body(c: EvalLoop):
+            key, key_act, key_env = jax.random.split(c.key, 3)
+            carry, action = agent.act(params, c.carry, c.obs, c.reset, key_act, greedy)
             obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, (0, 0, 0, None))(
-                jax.random.split(key_env, episodes), state, action, env_params
+                jax.random.split(key_env, episodes), c.state, action, env_params
             )
-            ret = ret + jnp.where(done, 0.0, jnp.asarray(reward, jnp.float32))
+            ret = c.ret + jnp.where(c.done, 0.0, jnp.asarray(reward, jnp.float32))
             end = terminated | truncated
-            return t + 1, key, obs, state, carry, end, done | end, ret
+            return EvalLoop(c.t + 1, key, obs, state, carry, end, c.done | end, ret)
 
         out = jax.lax.while_loop(cond, body, init)
-        return out[7], out[6]
+        return out.ret, out.done
 
     from ssmrl.driver import FAST_COMPILE
 

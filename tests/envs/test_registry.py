@@ -12,11 +12,10 @@ import pytest
 from gymnax.environments import spaces
 
 import ssmrl.envs
-from ssmrl.envs import make, names
-from ssmrl.envs.registry import _tables
+from ssmrl.envs import aliases, make, names
 
 POPGYM_NAMES = names(include_gymnax=False)
-ALIASES = _tables()[1]
+ALIASES = aliases()
 NUM_ENVS, NUM_STEPS = 8, 6
 # These rollouts are tiny, so XLA's backend optimisation costs far more than it saves.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
@@ -31,6 +30,18 @@ def test_names():
     assert not set(ALIASES) & set(all_names), "an alias shadows a canonical name"
     assert set(ALIASES.values()) <= set(POPGYM_NAMES), "an alias points at no task"
     assert ssmrl.envs.make is make
+
+
+def test_every_alias_builds_its_task():
+    # The older JAX port's names for the families it had, as users still type them.
+    for old in ("StatelessCartPoleHard", "NoisyStatelessPendulumEasy", "MinesweeperEasy"):
+        assert old in ALIASES
+    assert ALIASES["MultiArmedBanditMedium"] == "MultiarmedBanditMedium"
+    for old, new in ALIASES.items():
+        (env, params), (ref_env, ref_params) = make(old), make(new)
+        assert type(env) is type(ref_env) and params == ref_params, old
+    aliases()["StatelessCartPoleHard"] = "changed"
+    assert aliases()["StatelessCartPoleHard"] == "PositionOnlyCartPoleHard"
 
 
 def test_make_gymnax_id():
