@@ -25,6 +25,9 @@ def _tables() -> tuple[dict[str, Factory], dict[str, str]]:
         module = importlib.import_module(f"{_popgym_pkg.__name__}.{info.name}")
         tasks.update(getattr(module, "TASKS", {}))
         aliases.update(getattr(module, "ALIASES", {}))
+    from ssmrl.envs import meta  # imports this module, so not at the top
+
+    tasks.update(meta.TASKS)
     return tasks, aliases
 
 
