@@ -28,8 +28,8 @@ from experience within the trial: in-context reinforcement learning.
   how its last episode ended. Memory is therefore reset only at trial starts (the
   is-first flag of ``ssmrl.envs.wrappers.PreviousActionReward``), and returns flow
   across the episodes of a trial.
-- ``info``: ``episode_done`` (an episode of the trial ended on this step),
-  ``episode_index`` (its index in the trial) and ``episode_return`` (its scaled
+- ``info``: ``trial_episode_done`` (an episode of the trial ended on this step),
+  ``trial_episode_index`` (its index in the trial) and ``trial_episode_return`` (its scaled
   return): what the in-context adaptation curve needs.
 
 ``MetaParams.seed_pool_size > 0`` draws the projections from a finite pool of seeds
@@ -62,6 +62,8 @@ STEP_REWARD_BOUNDS = {
 EPISODE_REWARD_BOUNDS = {"MountainCarContinuous-v0": 100.0}
 TRAIN_TASKS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "Reacher-misc")
 HELD_OUT_TASKS = ("MountainCar-v0", "MountainCarContinuous-v0", "PointRobot-misc")
+HELD_OUT = {"MetaControl": "MetaControlHeldOut"}
+"""Registered meta environment -> its held-out counterpart (same spaces)."""
 
 
 @struct.dataclass
@@ -290,9 +292,9 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         raw = jnp.where(next_episode, obs_reset, obs)
         episode_return = state.episode_return + reward
         info = {
-            "episode_done": episode_done,
-            "episode_index": state.episode,
-            "episode_return": episode_return,
+            "trial_episode_done": episode_done,
+            "trial_episode_index": state.episode,
+            "trial_episode_return": episode_return,
         }
         state = state.replace(
             base=base,

@@ -78,11 +78,15 @@ class EvalArgs:
     run_dir: tyro.conf.Positional[Path]
     """a run directory written by `ssmrl train`"""
     episodes: int = 32
-    """episodes per seed (run in parallel)"""
+    """episodes (trials, for meta environments) per seed, run in parallel"""
     greedy: bool = False
     """take the most likely action instead of sampling"""
     seed: int = 0
     """seed of the evaluation episodes"""
+    trial_episodes: int | None = None
+    """meta environments: episodes per trial (default: as in training)"""
+    held_out: str | None = None
+    """meta environments: also evaluate on this env (default: the training env's held-out set)"""
 
 
 RESUMABLE = ("chunk", "checkpoint_every", "keep_checkpoints", "tensorboard", "fast_compile")
@@ -285,66 +289,6 @@ def run_mmer(run_dir: Path) -> float:
     return mmer(returns_matrix(records)[1]) if records else math.nan
 
 
-class EvalLoop(NamedTuple):
-    """Loop state of `_episode_returns`: one episode per batch row, ``[E, ...]``."""
-
-    t: Any  # steps taken
-    key: Any
-    obs: Any
-    state: Any  # env state
-    carry: Any  # core carry
-    reset: Any  # is-first flag of ``obs``
-    done: Any  # the row's episode has ended
-    ret: Any  # return of the row's episode so far
-
-
-def _episode_returns(
-    agent: Any, cfg: Any, env: Any, env_params: Any, episodes: int, greedy: bool, fast: bool
-):
-    """Jitted ``(params [S], keys [S]) -> (returns [S, E], finished [S, E])``, one episode each."""
-    import jax
-    import jax.numpy as jnp
-
-    max_steps = getattr(env_params, "max_steps_in_episode", None) or 100_000
-    carry0 = cfg.core.build().initialize_carry(episodes)
-
-    def one_seed(params, key):
-        key, key_reset = jax.random.split(key)
-        obs, state = jax.vmap(env.reset, (0, None))(
-            jax.random.split(key_reset, episodes), env_params
-        )
-        init = EvalLoop(
-            t=jnp.int32(0),
-            key=key,
-            obs=obs,
-            state=state,
-            carry=carry0,
-            reset=jnp.ones(episodes, bool),
-            done=jnp.zeros(episodes, bool),
-            ret=jnp.zeros(episodes),
-        )
-
-        def cond(c: EvalLoop):
-            return (c.t <= max_steps) & ~c.done.all()
-
-        def body(c: EvalLoop):
-            key, key_act, key_env = jax.random.split(c.key, 3)
-            carry, action = agent.act(params, c.carry, c.obs, c.reset, key_act, greedy)
-            obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, (0, 0, 0, None))(
-                jax.random.split(key_env, episodes), c.state, action, env_params
-            )
-            ret = c.ret + jnp.where(c.done, 0.0, jnp.asarray(reward, jnp.float32))
-            end = terminated | truncated
-            return EvalLoop(c.t + 1, key, obs, state, carry, end, c.done | end, ret)
-
-        out = jax.lax.while_loop(cond, body, init)
-        return out.ret, out.done
-
-    from ssmrl.driver import FAST_COMPILE
-
-    return jax.jit(jax.vmap(one_seed), compiler_options=FAST_COMPILE if fast else None)
-
-
 def evaluate(args: Sequence[str]) -> int:
     """``ssmrl eval RUN_DIR [FLAGS]``."""
     ev = tyro.cli(EvalArgs, args=list(args), prog="ssmrl eval")
@@ -369,6 +313,7 @@ def evaluate(args: Sequence[str]) -> int:
     import jax
     import numpy as np
 
+    from ssmrl import evaluation
     from ssmrl.checkpoint import Checkpointer
     from ssmrl.driver import seed_keys
 
@@ -380,22 +325,67 @@ def evaluate(args: Sequence[str]) -> int:
         if ckpt.latest is None:
             fail(f"{run_dir}: no checkpoints to evaluate")
         runner, update = ckpt.restore(template)
-    rollout = _episode_returns(
-        agent, cfg, env, env_params, ev.episodes, ev.greedy, parsed.run.fast_compile
-    )
     keys = seed_keys(ev.seed, parsed.run.seeds)
-    returns, finished = (np.asarray(x) for x in rollout(runner.train_state.params, keys))
-    returns = returns[finished]
-    mode = "greedy" if ev.greedy else "sampled"
-    print(
-        f"{run_dir}: update {update}, {parsed.run.seeds} seed(s) x {ev.episodes} episodes, "
-        f"{mode} actions"
+    carry0 = cfg.core.build().initialize_carry(ev.episodes)
+    params = runner.train_state.params
+    actions = "greedy" if ev.greedy else "sampled"
+    print(f"{run_dir}: update {update}, {parsed.run.seeds} seed(s), {actions} actions")
+    if hasattr(env_params, "episodes_per_trial"):
+        return _evaluate_trials(ev, cfg, agent, carry0, params, keys, env, env_params)
+    rollout = evaluation.episode_returns(
+        agent.act, carry0, env, env_params, ev.episodes, ev.greedy, parsed.run.fast_compile
     )
+    returns, finished = (np.asarray(x) for x in rollout(params, keys))
+    returns = returns[finished]
+    print(f"{ev.episodes} episodes per seed")
     if not finished.all():
         print(f"({(~finished).sum()} episodes did not finish and are left out)")
     if returns.size:
         print(f"mean return {returns.mean():.4f} ± {returns.std():.4f}")
     print(f"training MMER {run_mmer(run_dir):.4f}")
+    return 0
+
+
+def _spaces(env: Any, params: Any) -> tuple:
+    space = env.action_space(params)
+    return env.observation_space(params).shape, type(space), getattr(space, "n", space.shape)
+
+
+def _evaluate_trials(ev, cfg, agent, carry0, params, keys, env, env_params) -> int:
+    """Return per episode index within a trial, on the training and held-out tasks."""
+    import numpy as np
+
+    from ssmrl import evaluation
+    from ssmrl.envs.meta import HELD_OUT
+
+    k = ev.trial_episodes or env_params.episodes_per_trial
+    envs = {f"{cfg.env} (training tasks)": (env, env_params)}
+    held_out = ev.held_out or HELD_OUT.get(cfg.env)
+    if held_out is not None:
+        try:
+            envs[f"{held_out} (held out)"] = make_env(held_out)
+        except ValueError as e:
+            fail(f"--held-out: {e}")
+    curves = {}
+    for name, (e, p) in envs.items():
+        if not hasattr(p, "episodes_per_trial"):
+            fail(f"--held-out {held_out} is not a meta environment")
+        if _spaces(e, p) != _spaces(env, env_params):
+            fail(f"--held-out {held_out}: its spaces differ from those the agent was trained on")
+        p = e.params_for(k, seed_pool_start=p.seed_pool_start, seed_pool_size=p.seed_pool_size)
+        run = evaluation.trial_returns(agent.act, carry0, e, p, ev.episodes, ev.greedy)
+        returns, finished = run(params, keys)
+        curves[name] = evaluation.summarize(returns, finished)
+    print(f"{ev.episodes} trials of {k} episodes per seed; mean return by episode in the trial:")
+    names = list(curves)
+    print("episode  " + "  ".join(f"{n:>32s}" for n in names))
+    for i in range(k):
+        cells = [f"{curves[n].mean[i]:>24.4f} ± {curves[n].std[i]:.3f}" for n in names]
+        print(f"{i + 1:7d}  " + "  ".join(cells))
+    plot = evaluation.save_curves(curves, ev.run_dir / "adaptation.png", cfg.env)
+    print(f"adaptation curve: {plot} (and {plot.with_suffix('.json').name})")
+    if np.isnan(curves[names[0]].mean).any():
+        print("(some episode indices never finished within the step limit)")
     return 0
 
 

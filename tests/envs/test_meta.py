@@ -50,7 +50,7 @@ def test_trials_keep_their_projections_and_hold_k_episodes():
     params = env.default_params
     obs, states, _, terminated, truncated, info = rollout(env, params, random_actions(env, params))
     trial_end = np.asarray(terminated | truncated)
-    episode_done = np.asarray(info["episode_done"])
+    episode_done = np.asarray(info["trial_episode_done"])
     proj, task = np.asarray(states.obs_proj), np.asarray(states.task)
     for b in range(B):
         ends = np.flatnonzero(trial_end[:, b])
@@ -62,7 +62,7 @@ def test_trials_keep_their_projections_and_hold_k_episodes():
                 task[s : e + 1, b] == task[s, b]
             ).all()
             assert episode_done[s : e + 1, b].sum() == 3, "a trial holds exactly K episodes"
-            assert np.asarray(info["episode_index"])[e, b] == 2
+            assert np.asarray(info["trial_episode_index"])[e, b] == 2
         firsts = [proj[s, b] for s in starts[:-1]]
         assert not np.allclose(firsts[0], firsts[1]), "projections change across trials"
     assert (trial_end <= episode_done).all()
@@ -80,7 +80,7 @@ def test_core_resets_only_at_trial_starts():
     trial_end = np.asarray(terminated | truncated)
     np.testing.assert_array_equal(is_first[1:], trial_end)
     assert is_first[0].all() and episode_start[0].all()
-    inner_end = np.asarray(info["episode_done"]) & ~trial_end
+    inner_end = np.asarray(info["trial_episode_done"]) & ~trial_end
     np.testing.assert_array_equal(episode_start[1:], inner_end | trial_end)
     t = np.arange(1, 41)[:, None]  # CartPole never falls within 3 steps
     np.testing.assert_array_equal(trial_end, np.broadcast_to(t % 12 == 0, (40, 3)))
@@ -98,8 +98,8 @@ def test_observation_is_the_projected_state_and_rewards_are_scaled():
     np.testing.assert_allclose(np.asarray(obs[..., :5]), want, rtol=1e-5, atol=1e-5)
     # CartPole pays 1 per step; the default scale is 1 / episode length.
     np.testing.assert_allclose(np.asarray(reward), 1 / 7, rtol=1e-6)
-    done = np.asarray(info["episode_done"])
-    full = done & (np.asarray(info["episode_return"]) > 0.99)
+    done = np.asarray(info["trial_episode_done"])
+    full = done & (np.asarray(info["trial_episode_return"]) > 0.99)
     assert full.any(), "episodes that last 7 steps return 1"
 
 

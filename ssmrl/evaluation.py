@@ -1,0 +1,182 @@
+"""Evaluation rollouts of a trained policy: episode returns, and in-context adaptation curves.
+
+Both run ``E`` environments in parallel, one episode (or one trial) per row, inside
+one ``lax.while_loop`` that stops when every row has finished, and are jitted and
+vmapped over seeds. The policy is the agent's ``act(params, carry, obs, reset, key,
+greedy) -> (carry, action)``; the memory is reset only where the environment's
+``terminated | truncated`` ended the previous step.
+
+An adaptation curve needs an environment whose episodes are trials of several
+episodes (`ssmrl.envs.meta`): its ``info`` reports ``trial_episode_done``,
+``trial_episode_index`` and ``trial_episode_return`` for each episode within a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+class Loop(NamedTuple):
+    """Loop state: one episode (trial) per batch row, ``[E, ...]``."""
+
+    t: Any  # steps taken
+    key: Any
+    obs: Any
+    state: Any  # env state
+    carry: Any  # core carry
+    reset: Any  # the previous step ended the row's episode (memory reset)
+    done: Any  # the row's episode has ended
+    stats: Any  # what the caller accumulates
+
+
+def _rollout(act, carry0, env, env_params, rows, greedy, accumulate, stats0):
+    """``run(params, key) -> (stats, done [E])`` for one seed."""
+    max_steps = getattr(env_params, "max_steps_in_episode", None) or 100_000
+
+    def run(params, key):
+        key, key_reset = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(key_reset, rows), env_params)
+        init = Loop(
+            t=jnp.int32(0),
+            key=key,
+            obs=obs,
+            state=state,
+            carry=carry0,
+            reset=jnp.ones(rows, bool),
+            done=jnp.zeros(rows, bool),
+            stats=stats0,
+        )
+
+        def cond(c: Loop):
+            return (c.t <= max_steps) & ~c.done.all()
+
+        def body(c: Loop):
+            key, key_act, key_env = jax.random.split(c.key, 3)
+            carry, action = act(params, c.carry, c.obs, c.reset, key_act, greedy)
+            obs, state, reward, terminated, truncated, info = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(key_env, rows), c.state, action, env_params
+            )
+            live = ~c.done
+            stats = accumulate(c.stats, live, jnp.asarray(reward, jnp.float32), info)
+            end = terminated | truncated
+            return Loop(c.t + 1, key, obs, state, carry, end, c.done | end, stats)
+
+        out = jax.lax.while_loop(cond, body, init)
+        return out.stats, out.done
+
+    return run
+
+
+def episode_returns(
+    act: Callable,
+    carry0: Any,
+    env: Any,
+    env_params: Any,
+    episodes: int,
+    greedy: bool = False,
+    fast_compile: bool = False,
+) -> Callable:
+    """Jitted ``(params [S], keys [S]) -> (returns [S, E], finished [S, E])``, one episode per row.
+
+    | argument | shape |
+    |---|---|
+    | ``carry0`` | the core's initial carry for ``E = episodes`` rows |
+    | ``params``, ``keys`` | a leading seed axis ``S`` |
+    """
+
+    def accumulate(total, live, reward, info):
+        return total + jnp.where(live, reward, 0.0)
+
+    run = _rollout(act, carry0, env, env_params, episodes, greedy, accumulate, jnp.zeros(episodes))
+    return jax.jit(jax.vmap(run), compiler_options=FAST_COMPILE if fast_compile else None)
+
+
+def trial_returns(
+    act: Callable,
+    carry0: Any,
+    env: Any,
+    env_params: Any,
+    trials: int,
+    greedy: bool = False,
+    fast_compile: bool = False,
+) -> Callable:
+    """Jitted ``(params [S], keys [S]) -> (returns [S, E, K], finished [S, E, K])``.
+
+    Row ``e`` plays one trial of ``K = env_params.episodes_per_trial`` episodes;
+    ``returns[s, e, k]`` is the return of its episode ``k`` (as the environment
+    scales it) and ``finished[s, e, k]`` whether that episode ended.
+    """
+    k = env_params.episodes_per_trial
+    zeros = jnp.zeros((trials, k))
+
+    def accumulate(stats, live, reward, info):
+        sums, ended = stats
+        hit = jnp.arange(k) == info["trial_episode_index"][:, None]
+        hit = hit & (info["trial_episode_done"] & live)[:, None]
+        return sums + jnp.where(hit, info["trial_episode_return"][:, None], 0.0), ended | hit
+
+    run = _rollout(act, carry0, env, env_params, trials, greedy, accumulate, (zeros, zeros > 0))
+
+    def stats_only(params, key):
+        (sums, ended), _ = run(params, key)
+        return sums, ended
+
+    return jax.jit(jax.vmap(stats_only), compiler_options=FAST_COMPILE if fast_compile else None)
+
+
+class Curve(NamedTuple):
+    """Mean and spread of the return of each episode index within a trial."""
+
+    mean: np.ndarray  # [K] mean over seeds and trials (NaN where none finished)
+    std: np.ndarray  # [K] standard deviation over seeds and trials
+    count: np.ndarray  # [K] finished episodes
+
+
+def summarize(returns: Any, finished: Any) -> Curve:
+    """`Curve` from ``returns, finished [..., K]``; unfinished episodes are left out."""
+    r = np.asarray(returns, np.float64).reshape(-1, np.shape(returns)[-1])
+    f = np.asarray(finished, bool).reshape(r.shape)
+    count = f.sum(0)
+    safe = np.maximum(count, 1)
+    mean = np.where(f, r, 0.0).sum(0) / safe
+    var = np.where(f, (r - mean) ** 2, 0.0).sum(0) / safe
+    nan = count == 0
+    return Curve(np.where(nan, np.nan, mean), np.where(nan, np.nan, np.sqrt(var)), count)
+
+
+def save_curves(curves: dict[str, Curve], path: str | os.PathLike, title: str = "") -> Path:
+    """Write ``path`` (.png) and the same name with .json: one line per named curve."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, (name, c) in enumerate(curves.items()):
+        x = np.arange(1, len(c.mean) + 1)
+        ax.plot(x, c.mean, color=f"C{i}", label=name, linewidth=2)
+        ax.fill_between(x, c.mean - c.std, c.mean + c.std, color=f"C{i}", alpha=0.15)
+    ax.set_xlabel("episode within the trial")
+    ax.set_ylabel("mean episodic return")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.savefig(path, dpi=120)
+    data = {
+        name: {k: [None if np.isnan(v) else float(v) for v in getattr(c, k)] for k in c._fields}
+        for name, c in curves.items()
+    }
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return path

@@ -1,0 +1,81 @@
+"""Tests for ssmrl.evaluation: episode and trial returns against plain loops, curve summaries."""
+
+from __future__ import annotations
+
+import json
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssmrl import cli, evaluation
+from ssmrl.envs.meta import MetaEnv
+
+
+def push_left(params, carry, obs, reset, key, greedy):
+    """A policy that ignores everything and always takes action 0; counts its calls."""
+    return carry + 1, jnp.zeros(obs.shape[0], jnp.int32)
+
+
+def test_episode_returns_match_a_plain_loop():
+    env, params = gymnax.make("CartPole-v1")
+    rows, seeds = 5, 2
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    run = evaluation.episode_returns(
+        push_left, jnp.zeros(rows), env, params, rows, fast_compile=True
+    )
+    returns, finished = (np.asarray(x) for x in run(jnp.zeros(seeds), keys))
+    assert finished.all()
+    for s in range(seeds):
+        _, key_reset = jax.random.split(keys[s])
+        for e, k in enumerate(jax.random.split(key_reset, rows)):
+            _, state = env.reset(k, params)
+            total, done = 0.0, False
+            while not done:  # CartPole is deterministic; the step key does not matter
+                _, state, reward, terminated, _ = env.step_env(k, state, 0, params)
+                total += float(reward)
+                done = bool(terminated) or bool(env.is_truncated(state, params))
+            assert returns[s, e] == total  # rewards after the episode ended are not added
+    assert 5 <= returns.min() and returns.max() < 20
+
+
+def test_trial_returns_index_every_episode():
+    env = MetaEnv(("CartPole-v1",), episode_steps=5, episodes_per_trial=3)
+    params = env.params_for(4)  # evaluated out to more episodes than trained
+    run = evaluation.trial_returns(push_left, jnp.zeros(2), env, params, 2, fast_compile=True)
+    returns, finished = (
+        np.asarray(x) for x in run(jnp.zeros(1), jax.random.split(jax.random.PRNGKey(1), 1))
+    )
+    assert returns.shape == finished.shape == (1, 2, 4)
+    assert finished.all()
+    # CartPole pays 1/5 per step and cannot fall within 5 steps: every episode returns 1.
+    np.testing.assert_allclose(returns, 1.0, rtol=1e-6)
+
+
+def test_summarize_leaves_out_unfinished_episodes():
+    returns = np.array([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])
+    finished = np.array([[True, True, False], [True, False, False]])
+    curve = evaluation.summarize(returns, finished)
+    np.testing.assert_allclose(curve.mean[:2], [2.0, 2.0])
+    np.testing.assert_allclose(curve.std[:2], [1.0, 0.0])
+    assert np.isnan(curve.mean[2]) and list(curve.count) == [2, 1, 0]
+
+
+def test_eval_of_a_meta_run_writes_the_adaptation_curve(tmp_path, capsys):
+    run_dir = tmp_path / "meta"
+    tiny = [
+        "--env", "ProjectedCartPole",
+        "--core.features", "8", "--core.num-layers", "1", "--core.state-size", "4",
+        "--num-envs", "4", "--num-steps", "16", "--update-epochs", "1", "--num-minibatches", "2",
+        "--head-width", "8", "--total-timesteps", "128", "--fast-compile",
+    ]  # fmt: skip
+    assert cli.main(["train", "ppo", *tiny, "--run-dir", str(run_dir)]) == 0
+    args = ["eval", str(run_dir), "--episodes", "2", "--trial-episodes", "3"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "trials of 3 episodes" in out and (run_dir / "adaptation.png").is_file()
+    data = json.loads((run_dir / "adaptation.json").read_text())
+    (curve,) = data.values()
+    assert len(curve["mean"]) == 3 and all(0 < m <= 1 for m in curve["mean"])
+    assert cli.main([*args, "--held-out", "MetaControlHeldOut"]) == 2  # other spaces
