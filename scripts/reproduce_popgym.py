@@ -27,8 +27,8 @@ import numpy as np
 
 from ssmrl import configfile
 from ssmrl.agents import ppo
-from ssmrl.cli import TrainArgs, make_env
-from ssmrl.driver import METRICS_FILE, RunConfig, train
+from ssmrl.cli import TrainArgs, load_settings, make_env
+from ssmrl.driver import METRICS_FILE, train
 from ssmrl.metrics import mmer, nanmean, read_metrics, returns_matrix
 
 CPU_TASKS = [
@@ -55,13 +55,6 @@ PAPER_S5 = {
 }
 ABOVE_MLP = ["RepeatPreviousEasy", "RepeatFirstEasy", "CountRecallEasy", "AutoencodeEasy"]
 MARGIN = 0.1  # "clearly above": MMER higher by at least this much
-
-
-def load_settings(path: Path) -> TrainArgs:
-    base = TrainArgs(agent="ppo", hparams=ppo.Config(), run=RunConfig())
-    return configfile.from_dict(
-        TrainArgs[ppo.Config], configfile.read_yaml(path), base=base, source=f"{path}: "
-    )
 
 
 def run_one(settings: TrainArgs, task: str, core: str, out: Path) -> dict:
@@ -176,7 +169,7 @@ def main() -> None:
     tasks = args.tasks or (PAPER_TASKS if args.paper else CPU_TASKS)
     cores = args.cores or (["s5"] if args.paper else ["s5", "mlp"])
     try:
-        settings = load_settings(config)
+        settings = load_settings("ppo", config)
         if args.total_timesteps:
             hp = dataclasses.replace(settings.hparams, total_timesteps=args.total_timesteps)
             settings = dataclasses.replace(settings, hparams=hp)

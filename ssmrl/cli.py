@@ -102,6 +102,15 @@ def make_env(name: str) -> tuple[Any, Any]:
     return EpisodeStatistics(PreviousActionReward(FlattenObservation(env))), env_params
 
 
+def load_settings(agent: str, path: str | Path) -> TrainArgs:
+    """The settings of a YAML preset over the code defaults; raises `ConfigError`."""
+    module = _agent_module(agent)
+    base = TrainArgs(agent=agent, hparams=module.Config(), run=RunConfig())
+    return configfile.from_dict(
+        TrainArgs[module.Config], configfile.read_yaml(path), base=base, source=f"{path}: "
+    )
+
+
 def _agent_module(name: str) -> Any:
     if name not in AGENTS:
         raise ConfigError(f"unknown agent {name!r}; allowed: {', '.join(AGENTS)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ssmrl import cli, configfile, driver
@@ -131,3 +133,12 @@ def test_train_then_eval_then_resume_a_finished_run(tmp_path, capsys):
 
     assert cli.main(["train", "ppo", "--resume", str(run_dir), "--chunk", "1"]) == 0
     assert "MMER " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "preset", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=str
+)
+def test_every_preset_is_valid(preset, tmp_path):
+    _, parsed, _, _ = cli._parse_train("ppo", ["--config", str(preset), "--run-dir", str(tmp_path)])
+    parsed.hparams.validate()
+    assert cli.load_settings("ppo", preset).hparams == parsed.hparams

@@ -1,0 +1,156 @@
+"""In-context adaptation: train PPO with several memory cores on a meta environment, compare.
+
+    python scripts/meta_adaptation.py                         # projected CartPole, s5 gru mlp
+    python scripts/meta_adaptation.py --config configs/meta/control.yaml --cores s5 gru
+
+Each core trains with the preset's settings (seeds vmapped) in ``OUT/runs/ENV-CORE``
+(rerunning with the same settings continues or reuses those runs). Then every core
+plays ``--trials`` trials per seed of ``--eval-episodes`` episodes, on the training
+tasks and on the held-out set when the environment has one, and the return of each
+episode index within a trial is written to ``OUT/adaptation.{md,json,png}``.
+
+The checks printed at the end: the first core's return rises from the first episode
+of a trial to the later ones (mean of episodes 2-16 above episode 1), keeps rising
+past the training trial length (mean of episodes 17-32 above that of 9-16), and ends
+above the memoryless MLP (mean over all episodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ssmrl import configfile, evaluation
+from ssmrl.agents import ppo
+from ssmrl.cli import load_settings, make_env
+from ssmrl.driver import seed_keys, train
+from ssmrl.envs.meta import HELD_OUT
+
+
+def train_core(settings, core: str, out: Path):
+    """Train (or continue) one core; ``(agent, config, final params [S])``."""
+    hp = settings.hparams
+    cfg = dataclasses.replace(hp, core=dataclasses.replace(hp.core, name=core))
+    resolved = dataclasses.replace(settings, hparams=cfg)
+    env, env_params = make_env(cfg.env)
+    agent = ppo.make_agent(cfg, env, env_params)
+    run_dir = out / "runs" / f"{cfg.env}-{core}"
+    saved = run_dir / "config.yaml"
+    if saved.exists() and configfile.read_yaml(saved) != configfile.to_dict(resolved):
+        sys.exit(f"{run_dir} was trained with other settings; choose another --out")
+    print(f"\n{cfg.env} / {core}: {cfg.num_updates} updates x {settings.run.seeds} seeds")
+    summary = train(
+        agent.init,
+        agent.update,
+        num_updates=cfg.num_updates,
+        steps_per_update=cfg.steps_per_update,
+        run_dir=run_dir,
+        run=settings.run,
+        config=configfile.to_dict(resolved),
+        resume=True,
+    )
+    return agent, cfg, summary.state.train_state.params
+
+
+def curve(agent, cfg, params, env_name: str, episodes: int, trials: int, seeds: int):
+    env, env_params = make_env(env_name)
+    env_params = env.params_for(episodes)
+    carry0 = cfg.core.build().initialize_carry(trials)
+    run = evaluation.trial_returns(agent.act, carry0, env, env_params, trials)
+    returns, finished = run(params, seed_keys(12345, seeds))
+    return evaluation.summarize(returns, finished)
+
+
+def checks(curves: dict, first: str, k_train: int) -> list[tuple[str, bool]]:
+    c = curves[first].mean
+    out = []
+    if len(c) >= 2:
+        later = np.nanmean(c[1:k_train])
+        out.append(
+            (f"{first}: episodes 2-{k_train} {later:.3f} > episode 1 {c[0]:.3f}", later > c[0])
+        )
+    if len(c) > k_train:
+        mid, late = np.nanmean(c[k_train // 2 : k_train]), np.nanmean(c[k_train:])
+        text = f"{first}: episodes {k_train + 1}-{len(c)} {late:.3f} > "
+        text += f"{k_train // 2 + 1}-{k_train} {mid:.3f}"
+        out.append((text, late > mid))
+    mlp = [n for n in curves if n.startswith("mlp") and n.endswith(first.split(" ", 1)[1])]
+    if mlp:
+        a, b = np.nanmean(c), np.nanmean(curves[mlp[0]].mean)
+        out.append((f"{first} above {mlp[0]}: {a:.3f} > {b:.3f}", a > b))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    root = Path(__file__).resolve().parents[1]
+    parser.add_argument(
+        "--config", type=Path, default=root / "configs/meta/projected_cartpole.yaml"
+    )
+    parser.add_argument("--cores", nargs="+", default=["s5", "gru", "mlp"])
+    parser.add_argument("--seeds", type=int, help="seeds per core (default: the preset's)")
+    parser.add_argument("--total-timesteps", type=int, help="env steps per seed")
+    parser.add_argument("--eval-episodes", type=int, default=32, help="episodes per trial")
+    parser.add_argument("--trials", type=int, default=32, help="evaluation trials per seed")
+    parser.add_argument("--out", type=Path, default=Path("results/meta"))
+    args = parser.parse_args()
+    try:
+        settings = load_settings("ppo", args.config)
+        if args.total_timesteps:
+            hp = dataclasses.replace(settings.hparams, total_timesteps=args.total_timesteps)
+            settings = dataclasses.replace(settings, hparams=hp)
+        if args.seeds:
+            run = dataclasses.replace(settings.run, seeds=args.seeds)
+            settings = dataclasses.replace(settings, run=run)
+        settings.hparams.validate()
+        _, env_params = make_env(settings.hparams.env)
+        if not hasattr(env_params, "episodes_per_trial"):
+            raise ValueError(f"env {settings.hparams.env} is not a meta environment")
+    except ValueError as e:
+        parser.error(str(e))
+    k_train = env_params.episodes_per_trial
+    env_name = settings.hparams.env
+    sets = {"training": env_name} | (
+        {"held out": HELD_OUT[env_name]} if env_name in HELD_OUT else {}
+    )
+
+    curves = {}
+    for core in args.cores:
+        agent, cfg, params = train_core(settings, core, args.out)
+        for label, name in sets.items():
+            c = curve(agent, cfg, params, name, args.eval_episodes, args.trials, settings.run.seeds)
+            curves[f"{core} {label}"] = c
+
+    names = list(curves)
+    show = sorted({1, 2, 4, 8, k_train, args.eval_episodes} & set(range(1, args.eval_episodes + 1)))
+    lines = ["| core, tasks | " + " | ".join(f"ep {i}" for i in show) + " | mean |"]
+    lines.append("|---" * (len(show) + 2) + "|")
+    for n in names:
+        cells = [f"{curves[n].mean[i - 1]:.3f}" for i in show]
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {np.nanmean(curves[n].mean):.3f} |")
+    md = "\n".join(lines)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "adaptation.md").write_text(md + "\n", encoding="utf-8")
+    evaluation.save_curves(curves, args.out / "adaptation.png", f"{env_name}: return by episode")
+    (args.out / "adaptation_settings.json").write_text(
+        json.dumps(vars(args), default=str),
+        encoding="utf-8",
+    )
+    hp = settings.hparams
+    print(
+        f"\nReturn by episode within a trial ({args.trials} trials x {settings.run.seeds} seeds, "
+        f"trained on {k_train}-episode trials for {hp.total_timesteps:,} steps)"
+    )
+    print(md)
+    for text, met in checks(curves, names[0], k_train):
+        print(f"{'met    ' if met else 'NOT MET'}  {text}")
+    print(f"\nwritten: {args.out / 'adaptation.md'}, adaptation.json, adaptation.png")
+
+
+if __name__ == "__main__":
+    main()
