@@ -128,7 +128,7 @@ def test_train_then_eval_then_resume_a_finished_run(tmp_path, capsys):
 
     assert cli.main(["eval", str(run_dir), "--episodes", "3", "--greedy"]) == 0
     out = capsys.readouterr().out
-    assert "update 4, 2 seed(s) x 3 episodes, greedy actions" in out
+    assert "update 4, 2 seed(s), greedy actions\n3 episodes per seed" in out
     assert "mean return " in out and "±" in out and "training MMER " in out
 
     assert cli.main(["train", "ppo", "--resume", str(run_dir), "--chunk", "1"]) == 0
