@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmrl import configfile, evaluation
-from ssmrl.agents import ppo
-from ssmrl.cli import load_settings, make_env
-from ssmrl.driver import seed_keys, train
+from ssmrl import evaluation
+from ssmrl.cli import load_settings, make_env, train_settings
+from ssmrl.configfile import ConfigError
+from ssmrl.driver import seed_keys
 from ssmrl.envs.meta import HELD_OUT
 
 
@@ -36,24 +36,13 @@ def train_core(settings, core: str, out: Path):
     """Train (or continue) one core; ``(agent, config, final params [S])``."""
     hp = settings.hparams
     cfg = dataclasses.replace(hp, core=dataclasses.replace(hp.core, name=core))
-    resolved = dataclasses.replace(settings, hparams=cfg)
-    env, env_params = make_env(cfg.env)
-    agent = ppo.make_agent(cfg, env, env_params)
-    run_dir = out / "runs" / f"{cfg.env}-{core}"
-    saved = run_dir / "config.yaml"
-    if saved.exists() and configfile.read_yaml(saved) != configfile.to_dict(resolved):
-        sys.exit(f"{run_dir} was trained with other settings; choose another --out")
     print(f"\n{cfg.env} / {core}: {cfg.num_updates} updates x {settings.run.seeds} seeds")
-    summary = train(
-        agent.init,
-        agent.update,
-        num_updates=cfg.num_updates,
-        steps_per_update=cfg.steps_per_update,
-        run_dir=run_dir,
-        run=settings.run,
-        config=configfile.to_dict(resolved),
-        resume=True,
-    )
+    try:
+        run_dir = out / "runs" / f"{cfg.env}-{core}"
+        resolved = dataclasses.replace(settings, hparams=cfg)
+        agent, summary = train_settings(resolved, run_dir, resume=True, same_settings=True)
+    except ConfigError as e:
+        sys.exit(str(e))
     return agent, cfg, summary.state.train_state.params
 
 

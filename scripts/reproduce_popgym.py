@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ssmrl import configfile
-from ssmrl.agents import ppo
-from ssmrl.cli import TrainArgs, load_settings, make_env
-from ssmrl.driver import METRICS_FILE, train
+from ssmrl.cli import TrainArgs, load_settings, make_env, train_settings
+from ssmrl.configfile import ConfigError
+from ssmrl.driver import METRICS_FILE
 from ssmrl.metrics import mmer, nanmean, read_metrics, returns_matrix
 
 CPU_TASKS = [
@@ -62,25 +62,15 @@ def run_one(settings: TrainArgs, task: str, core: str, out: Path) -> dict:
     hp = settings.hparams
     cfg = dataclasses.replace(hp, env=task, core=dataclasses.replace(hp.core, name=core))
     cfg.validate()
-    env, env_params = make_env(task)
-    agent = ppo.make_agent(cfg, env, env_params)
     run_dir = out / "runs" / f"{task}-{core}"
-    resolved = dataclasses.replace(settings, hparams=cfg)
-    saved = run_dir / "config.yaml"
-    if saved.exists() and configfile.read_yaml(saved) != configfile.to_dict(resolved):
-        sys.exit(f"{run_dir} was trained with other settings; choose another --out")
     print(f"\n{task} / {core}: {cfg.num_updates} updates x {settings.run.seeds} seeds")
     start = time.perf_counter()
-    train(
-        agent.init,
-        agent.update,
-        num_updates=cfg.num_updates,
-        steps_per_update=cfg.steps_per_update,
-        run_dir=run_dir,
-        run=settings.run,
-        config=configfile.to_dict(resolved),
-        resume=True,
-    )
+    try:
+        train_settings(
+            dataclasses.replace(settings, hparams=cfg), run_dir, resume=True, same_settings=True
+        )
+    except ConfigError as e:
+        sys.exit(str(e))
     steps, returns = returns_matrix(read_metrics(run_dir / METRICS_FILE))
     per_seed = [mmer(returns[:, s]) for s in range(returns.shape[1])]
     return dict(

@@ -259,19 +259,11 @@ def train(args: Sequence[str]) -> int:
 
     from ssmrl import driver
 
-    cfg = parsed.hparams
-    env, env_params = make_env(cfg.env)
-    agent = module.make_agent(cfg, env, env_params)
     print(f"run directory: {run_dir}")
     try:
-        summary = driver.train(
-            agent.init,
-            agent.update,
-            num_updates=agent.num_updates,
-            steps_per_update=cfg.steps_per_update,
-            run_dir=run_dir,
-            run=parsed.run,
-            config=configfile.to_dict(parsed),
+        _, summary = train_settings(
+            parsed,
+            run_dir,
             resume=resuming,
             resume_command=f"ssmrl train {name} --resume {run_dir}",
         )
@@ -288,6 +280,45 @@ def train(args: Sequence[str]) -> int:
     print(f"learning curve: {summary.plot}")
     print(f"evaluate with: ssmrl eval {run_dir}")
     return 0
+
+
+def train_settings(
+    settings: TrainArgs,
+    run_dir: Path,
+    resume: bool,
+    resume_command: str | None = None,
+    same_settings: bool = False,
+) -> tuple[Any, Any]:
+    """Build the env and agent ``settings`` name and train them into ``run_dir``.
+
+    Returns ``(agent, driver.Summary)``. With ``same_settings``, a run directory whose
+    saved settings differ from ``settings`` raises `ConfigError` (scripts that reuse
+    finished runs must not mix two runs).
+    """
+    from ssmrl import driver
+
+    saved = run_dir / CONFIG_FILE
+    if (
+        same_settings
+        and saved.is_file()
+        and configfile.read_yaml(saved) != configfile.to_dict(settings)
+    ):
+        raise ConfigError(f"{run_dir} holds a run with other settings; choose another directory")
+    cfg = settings.hparams
+    env, env_params = make_env(cfg.env)
+    agent = _agent_module(settings.agent).make_agent(cfg, env, env_params)
+    summary = driver.train(
+        agent.init,
+        agent.update,
+        num_updates=agent.num_updates,
+        steps_per_update=cfg.steps_per_update,
+        run_dir=run_dir,
+        run=settings.run,
+        config=configfile.to_dict(settings),
+        resume=resume,
+        resume_command=resume_command,
+    )
+    return agent, summary
 
 
 def run_mmer(run_dir: Path) -> float:

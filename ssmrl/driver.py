@@ -277,7 +277,7 @@ def train(
         runner, done = ckpt.restore(jax.eval_shape(init_seeds, keys))
         console.print(f"Resuming {run_dir} from update {done} of {num_updates}")
     else:
-        if config is not None and not resume:
+        if config is not None:  # a fresh start, resumed or not
             configfile.write_yaml(config, run_dir / CONFIG_FILE)
         runner = init_seeds(keys)
     records = truncate(metrics_path, done)
