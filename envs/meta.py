@@ -131,7 +131,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
             raise ValueError(f"tasks must be distinct names, at least one; got {list(tasks)}")
         if projection not in ("gaussian", "orthogonal"):
             raise ValueError(f"projection must be 'gaussian' or 'orthogonal', got {projection!r}")
-        if obs_size < 1 or episodes_per_trial < 1 or (episode_steps or 1) < 1:
+        if min(obs_size, episodes_per_trial, 1 if episode_steps is None else episode_steps) < 1:
             raise ValueError("obs_size, episodes_per_trial and episode_steps must be >= 1")
         self.tasks, self.obs_size, self.projection = tasks, obs_size, projection
         self.episodes_per_trial = episodes_per_trial

@@ -190,3 +190,5 @@ def test_bad_settings_raise():
         MetaEnv(("CartPole-v1",), projection="sparse")
     with pytest.raises(ValueError, match="obs_size"):
         MetaEnv(("CartPole-v1",), obs_size=0)
+    with pytest.raises(ValueError, match="episode_steps"):
+        MetaEnv(("CartPole-v1",), episode_steps=0)
