@@ -29,6 +29,7 @@ from flax.training.train_state import TrainState
 from gymnax.environments import spaces
 
 from ssmrl.config import CoreConfig, OptimConfig
+from ssmrl.linalg import orthogonal_init
 from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
 from ssmrl.returns import gae, next_values_from
 
@@ -108,7 +109,7 @@ class ActorCritic(nn.Module):
                 [
                     nn.Dense(self.head_width),
                     nn.gelu,
-                    nn.Dense(out, kernel_init=nn.initializers.orthogonal(scale)),
+                    nn.Dense(out, kernel_init=orthogonal_init(scale)),
                 ]
             )
 

@@ -48,6 +48,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.registry import make
+from ssmrl.linalg import orthonormal
 
 # Largest |reward| of one step; the default scale is 1 / (bound * episode length).
 STEP_REWARD_BOUNDS = {
@@ -213,9 +214,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         if self.projection == "gaussian":
             w = jax.random.normal(key_obs, (self.obs_size, self.d_max)) / jnp.sqrt(d)
         else:
-            # Orthonormal columns of a random orthogonal matrix, restricted to the first d.
-            n = max(self.obs_size, self.d_max)
-            w = jax.random.orthogonal(key_obs, n)[: self.obs_size, : self.d_max]
+            w = orthonormal(key_obs, self.obs_size, self.d_max)
         obs_proj = jnp.where(columns, w, 0.0)
         act_proj = jax.random.normal(key_act, (self.out_max, self.action_size))
         act_proj = act_proj / jnp.sqrt(self.action_size)

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssmrl.linalg import orthogonal_init
+
 
 def _dense_params(module: nn.Module, name: str, fan_in: int, features: int, gates: int):
     """Input kernel [F, G*H], recurrent kernel [H, G*H], bias [G*H]."""
@@ -20,10 +22,7 @@ def _dense_params(module: nn.Module, name: str, fan_in: int, features: int, gate
     wh = module.param(
         f"{name}_wh",
         lambda key, shape: jnp.concatenate(
-            [
-                nn.initializers.orthogonal()(k, (features, features))
-                for k in jax.random.split(key, gates)
-            ],
+            [orthogonal_init()(k, (features, features)) for k in jax.random.split(key, gates)],
             axis=1,
         ),
         (features, gates * features),
