@@ -336,6 +336,8 @@ def evaluate(args: Sequence[str]) -> int:
     try:
         if ev.episodes < 1:
             raise ConfigError(f"episodes must be >= 1, got {ev.episodes}")
+        if ev.trial_episodes is not None and ev.trial_episodes < 1:
+            raise ConfigError(f"trial_episodes must be >= 1, got {ev.trial_episodes}")
         saved_path = run_dir / CONFIG_FILE
         if not saved_path.is_file():
             raise ConfigError(f"{run_dir}: no {CONFIG_FILE}; not a run directory")

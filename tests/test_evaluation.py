@@ -79,3 +79,5 @@ def test_eval_of_a_meta_run_writes_the_adaptation_curve(tmp_path, capsys):
     (curve,) = data.values()
     assert len(curve["mean"]) == 3 and all(0 < m <= 1 for m in curve["mean"])
     assert cli.main([*args, "--held-out", "MetaControlHeldOut"]) == 2  # other spaces
+    assert cli.main([*args, "--held-out", "CartPole-v1"]) == 2  # not a meta environment
+    assert cli.main(["eval", str(run_dir), "--trial-episodes", "0"]) == 2
