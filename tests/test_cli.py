@@ -142,3 +142,8 @@ def test_every_preset_is_valid(preset, tmp_path):
     _, parsed, _, _ = cli._parse_train("ppo", ["--config", str(preset), "--run-dir", str(tmp_path)])
     parsed.hparams.validate()
     assert cli.load_settings("ppo", preset).hparams == parsed.hparams
+
+
+def test_the_cpu_preset_is_the_code_default():
+    preset = Path(__file__).parents[1] / "configs" / "ppo_cpu.yaml"
+    assert cli.load_settings("ppo", preset).hparams == ppo.Config()
