@@ -243,11 +243,15 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, (0, 0, 0, None))(
             jax.random.split(key_env, n_envs), runner.env_state, action, env_params
         )
+
         # The value of the observation that ended a truncated episode, seen through the
-        # same memory as the rest of that episode; masked out for every other step.
-        _, (_, final_value) = network.apply(
-            params, carry, info["final_observation"], jnp.zeros(n_envs, bool), method="step"
-        )
+        # same memory as the rest of that episode; masked out for every other step, and
+        # not computed at all on steps where nothing was truncated (with one seed).
+        def truncated_value():
+            final_obs, no_reset = info["final_observation"], jnp.zeros(n_envs, bool)
+            return network.apply(params, carry, final_obs, no_reset, method="step")[1][1]
+
+        final_value = jax.lax.cond(truncated.any(), truncated_value, lambda: value)
         done = terminated | truncated
         transition = Transition(
             obs=runner.obs,

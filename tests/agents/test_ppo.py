@@ -114,6 +114,28 @@ def test_recomputed_log_probs_match_rollout(core, kind):
     np.testing.assert_allclose(np.asarray(ev.value), np.asarray(take(traj.value)), atol=1e-5)
 
 
+def _replay_final_value(agent, params, start_carry, traj, t, b):
+    """Value after replaying env ``b`` up to step ``t`` and then its final observation."""
+    batch = jax.tree.map(lambda x: jnp.concatenate([x[: t + 1, b], x[t : t + 1, b]])[:, None], traj)
+    # CoinEnv's observations after the first step are zeros, the final one included.
+    batch = batch._replace(obs=batch.obs.at[-1].set(0.0), reset=batch.reset.at[-1].set(False))
+    carry = jax.tree.map(lambda x: x[b : b + 1], start_carry)
+    return float(jax.jit(agent.evaluate)(params, carry, batch).value[-1, 0])
+
+
+@pytest.mark.parametrize("core", ["s5", "gru"])
+def test_final_value_is_the_value_of_the_truncating_observation(core):
+    agent, init, rollout = _agent(core, "discrete")
+    runner, _, _ = rollout(init(jax.random.PRNGKey(3)))
+    _, traj, start_carry = rollout(runner)
+    params = runner.train_state.params
+    ends = list(zip(*np.nonzero(np.asarray(traj.truncated)), strict=True))
+    assert ends, "no episode was truncated inside the rollout"
+    for t, b in ends:
+        want = _replay_final_value(agent, params, start_carry, traj, t, b)
+        np.testing.assert_allclose(want, float(traj.final_value[t, b]), atol=1e-5)
+
+
 def test_train_vmaps_over_seeds():
     env, params = _env("discrete")
     train = ppo.make_train(replace(TINY, core=CoreConfig(name="mlp", features=16)), env, params)
