@@ -32,7 +32,7 @@ def _tables() -> tuple[dict[str, Factory], dict[str, str]]:
 
 
 def names(include_gymnax: bool = True) -> list[str]:
-    """All names `make` accepts (aliases excluded), POPGym tasks first."""
+    """All names `make` accepts (aliases excluded): POPGym and meta tasks first, then gymnax."""
     tasks, _ = _tables()
     out = sorted(tasks)
     if include_gymnax:
