@@ -89,13 +89,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/meta"))
     args = parser.parse_args()
     try:
-        settings = load_settings("ppo", args.config)
-        if args.total_timesteps:
-            hp = dataclasses.replace(settings.hparams, total_timesteps=args.total_timesteps)
-            settings = dataclasses.replace(settings, hparams=hp)
-        if args.seeds:
-            run = dataclasses.replace(settings.run, seeds=args.seeds)
-            settings = dataclasses.replace(settings, run=run)
+        settings = load_settings(
+            "ppo", args.config, total_timesteps=args.total_timesteps, seeds=args.seeds
+        )
         settings.hparams.validate()
         _, env_params = make_env(settings.hparams.env)
         if not hasattr(env_params, "episodes_per_trial"):

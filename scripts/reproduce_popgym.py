@@ -159,14 +159,9 @@ def main() -> None:
     tasks = args.tasks or (PAPER_TASKS if args.paper else CPU_TASKS)
     cores = args.cores or (["s5"] if args.paper else ["s5", "mlp"])
     try:
-        settings = load_settings("ppo", config)
-        if args.total_timesteps:
-            hp = dataclasses.replace(settings.hparams, total_timesteps=args.total_timesteps)
-            settings = dataclasses.replace(settings, hparams=hp)
-        if args.seeds:
-            settings = dataclasses.replace(
-                settings, run=dataclasses.replace(settings.run, seeds=args.seeds)
-            )
+        settings = load_settings(
+            "ppo", config, total_timesteps=args.total_timesteps, seeds=args.seeds
+        )
         settings.hparams.validate()
         for task in tasks:
             make_env(task)

@@ -102,13 +102,15 @@ def make_env(name: str) -> tuple[Any, Any]:
     return EpisodeStatistics(PreviousActionReward(FlattenObservation(env))), env_params
 
 
-def load_settings(agent: str, path: str | Path) -> TrainArgs:
-    """The settings of a YAML preset over the code defaults; raises `ConfigError`."""
+def load_settings(agent: str, path: str | Path, **changes: Any) -> TrainArgs:
+    """The settings of a YAML preset over the code defaults, then ``changes`` (YAML keys,
+    e.g. ``seeds=2``; None values are skipped); raises `ConfigError`."""
     module = _agent_module(agent)
+    cls = TrainArgs[module.Config]
     base = TrainArgs(agent=agent, hparams=module.Config(), run=RunConfig())
-    return configfile.from_dict(
-        TrainArgs[module.Config], configfile.read_yaml(path), base=base, source=f"{path}: "
-    )
+    settings = configfile.from_dict(cls, configfile.read_yaml(path), base=base, source=f"{path}: ")
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return configfile.from_dict(cls, changes, base=settings)
 
 
 def _agent_module(name: str) -> Any:

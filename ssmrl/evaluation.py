@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
+from ssmrl.driver import FAST_COMPILE
 
 
 class Loop(NamedTuple):

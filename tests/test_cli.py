@@ -147,3 +147,8 @@ def test_every_preset_is_valid(preset, tmp_path):
 def test_the_cpu_preset_is_the_code_default():
     preset = Path(__file__).parents[1] / "configs" / "ppo_cpu.yaml"
     assert cli.load_settings("ppo", preset).hparams == ppo.Config()
+    changed = cli.load_settings("ppo", preset, seeds=3, total_timesteps=8192, chunk=None)
+    assert changed.run.seeds == 3 and changed.hparams.total_timesteps == 8192
+    assert changed.run.chunk == cli.load_settings("ppo", preset).run.chunk
+    with pytest.raises(configfile.ConfigError, match="seeds: expected int"):
+        cli.load_settings("ppo", preset, seeds="many")
