@@ -68,7 +68,11 @@ def checks(curves: dict, first: str, k_train: int) -> list[tuple[str, bool]]:
         text = f"{first}: episodes {k_train + 1}-{len(c)} {late:.3f} > "
         text += f"{k_train // 2 + 1}-{k_train} {mid:.3f}"
         out.append((text, late > mid))
-    mlp = [n for n in curves if n.startswith("mlp") and n.endswith(first.split(" ", 1)[1])]
+    mlp = [
+        n
+        for n in curves
+        if n != first and n.startswith("mlp") and n.endswith(first.split(" ", 1)[1])
+    ]
     if mlp:
         a, b = np.nanmean(c), np.nanmean(curves[mlp[0]].mean)
         out.append((f"{first} above {mlp[0]}: {a:.3f} > {b:.3f}", a > b))
