@@ -56,6 +56,10 @@ class Config:
     vf_coef: float = 0.5
     ent_coef: float = 0.01
     head_width: int = 64
+    # Meta environments: True makes each episode of a trial its own return (GAE stops
+    # where info["trial_episode_terminated"]), while memory still spans the trial;
+    # False lets returns flow across the episodes of a trial.
+    episode_returns: bool = False
 
     @property
     def steps_per_update(self) -> int:
@@ -144,7 +148,7 @@ class Transition(NamedTuple):
     log_prob: jax.Array
     value: jax.Array
     reward: jax.Array
-    terminated: jax.Array
+    terminated: jax.Array  # the return ends here: no bootstrap
     truncated: jax.Array
     final_value: jax.Array
     episode_return: jax.Array
@@ -253,6 +257,14 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
 
         final_value = jax.lax.cond(truncated.any(), truncated_value, lambda: value)
         done = terminated | truncated
+        returns_end = terminated
+        if cfg.episode_returns:
+            if "trial_episode_terminated" not in info:
+                raise ValueError(
+                    "episode_returns=True needs a meta environment (one whose info reports "
+                    "'trial_episode_terminated'); this env does not"
+                )
+            returns_end = terminated | info["trial_episode_terminated"]
         transition = Transition(
             obs=runner.obs,
             reset=runner.reset,
@@ -260,7 +272,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             log_prob=log_prob,
             value=value,
             reward=jnp.asarray(reward, jnp.float32),
-            terminated=terminated,
+            terminated=returns_end,
             truncated=truncated,
             final_value=final_value,
             episode_return=info.get("episode_return", jnp.zeros(n_envs)),

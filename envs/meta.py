@@ -7,8 +7,10 @@ agent's action to the task's action. All three stay fixed for the trial's
 from experience within the trial: in-context reinforcement learning.
 
 - **Observation** ``[W x (obs_size), episode_start (1)]``: the task's observation
-  ``x``, zero-padded to the largest observation in the set, times a random matrix
-  ``W [obs_size, d_max]`` whose columns past the task's size ``d`` are zero.
+  ``x``, each entry with finite bounds mapped from ``[low, high]`` to ``[-1, 1]``
+  (``normalize``; unbounded entries are left as they are), zero-padded to the
+  largest observation in the set, times a random matrix ``W [obs_size, d_max]``
+  whose columns past the task's size ``d`` are zero.
   ``projection="gaussian"``: entries ``N(0, 1 / d)``; ``"orthogonal"``: ``W`` has
   orthonormal columns (``obs_size >= d``) or rows. ``episode_start`` is 1.0 on the
   first observation of every episode within the trial, 0.0 otherwise.
@@ -29,6 +31,7 @@ from experience within the trial: in-context reinforcement learning.
   is-first flag of ``ssmrl.envs.wrappers.PreviousActionReward``), and returns flow
   across the episodes of a trial.
 - ``info``: ``trial_episode_done`` (an episode of the trial ended on this step),
+  ``trial_episode_terminated`` (it ended by the task's termination, not its time limit),
   ``trial_episode_index`` (its index in the trial) and ``trial_episode_return`` (its scaled
   return): what the in-context adaptation curve needs.
 
@@ -44,6 +47,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -61,9 +65,14 @@ STEP_REWARD_BOUNDS = {
 }
 # Largest |return| of an episode, for tasks whose reward is mostly paid at the goal.
 EPISODE_REWARD_BOUNDS = {"MountainCarContinuous-v0": 100.0}
+UNBOUNDED = 1e6
+"""Observation bounds at or beyond this magnitude count as no bound (no rescaling)."""
 TRAIN_TASKS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "Reacher-misc")
 HELD_OUT_TASKS = ("MountainCar-v0", "MountainCarContinuous-v0", "PointRobot-misc")
-HELD_OUT = {"MetaControl": "MetaControlHeldOut"}
+HELD_OUT = {
+    "ProjectedCartPole": "ProjectedCartPoleHeldOut",
+    "MetaControl": "MetaControlHeldOut",
+}
 """Registered meta environment -> its held-out counterpart (same spaces)."""
 
 
@@ -74,6 +83,7 @@ class MetaState(environment.EnvState):
     act_proj: jax.Array  # [out_max, action_size] (continuous or mixed sets)
     act_perm: jax.Array  # [n_max] int32 (all-discrete sets)
     base: tuple  # every task's env state; only the trial's task is stepped
+    start_key: jax.Array  # the key of the trial's first reset (reused by repeat_start)
     episode: jax.Array  # int32 index of the current episode within the trial
     episode_return: jax.Array  # scaled return of the current episode so far
     truncated: jax.Array  # the trial ended with a truncated episode
@@ -97,6 +107,16 @@ def _reward_scale(name: str, params: Any, given: Mapping[str, float]) -> float:
     return 1.0 / EPISODE_REWARD_BOUNDS.get(name, 1.0)
 
 
+def _obs_scale(space: Any, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(center, half_range)`` per observation entry; ``(0, 1)`` where unbounded."""
+    low = np.broadcast_to(np.asarray(space.low, np.float64), space.shape).reshape(-1)
+    high = np.broadcast_to(np.asarray(space.high, np.float64), space.shape).reshape(-1)
+    bounded = normalize & (np.abs(low) < UNBOUNDED) & (np.abs(high) < UNBOUNDED) & (high > low)
+    center = np.where(bounded, (high + low) / 2, 0.0).astype(np.float32)
+    half = np.where(bounded, (high - low) / 2, 1.0).astype(np.float32)
+    return center, half
+
+
 def _is_discrete(space: Any) -> bool:
     return isinstance(space, spaces.Discrete)
 
@@ -114,6 +134,13 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         reward_scales: per-task reward multipliers replacing the defaults.
         episode_steps: replaces every task's ``max_steps_in_episode`` when given.
         episodes_per_trial: default of ``MetaParams.episodes_per_trial``.
+        repeat_start: every episode of a trial starts from the trial's first initial
+            state (the task's reset with the same key), as in the S5 paper's projected
+            CartPole; with deterministic dynamics, an episode can then be improved on
+            by remembering the ones before it. False: a fresh reset each episode.
+        normalize: map each observation entry with finite bounds (both below
+            `UNBOUNDED`) from ``[low, high]`` to ``[-1, 1]`` before projecting, so that
+            a task's units do not decide which entries the projection drowns out.
     """
 
     def __init__(
@@ -125,6 +152,8 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         reward_scales: Mapping[str, float] | None = None,
         episode_steps: int | None = None,
         episodes_per_trial: int = 16,
+        repeat_start: bool = False,
+        normalize: bool = True,
     ):
         super().__init__()
         tasks = tuple(tasks)
@@ -135,7 +164,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         if min(obs_size, episodes_per_trial, 1 if episode_steps is None else episode_steps) < 1:
             raise ValueError("obs_size, episodes_per_trial and episode_steps must be >= 1")
         self.tasks, self.obs_size, self.projection = tasks, obs_size, projection
-        self.episodes_per_trial = episodes_per_trial
+        self.episodes_per_trial, self.repeat_start = episodes_per_trial, repeat_start
         self.envs, base_params = [], []
         for name in tasks:
             env, params = make(name)
@@ -168,6 +197,10 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         if self.action_size < 1:
             raise ValueError(f"action_size must be >= 1, got {self.action_size}")
         self._act_spaces = act_spaces
+        self._obs_scales = [
+            _obs_scale(e.observation_space(p), normalize)
+            for e, p in zip(self.envs, base_params, strict=True)
+        ]
 
     @property
     def name(self) -> str:
@@ -233,26 +266,31 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         low, high = jnp.asarray(space.low, jnp.float32), jnp.asarray(space.high, jnp.float32)
         return low + (jnp.clip(u, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
-    def _pad(self, obs: jax.Array) -> jax.Array:
-        obs = jnp.asarray(obs, jnp.float32).reshape(-1)
+    def _pad(self, i: int, obs: jax.Array) -> jax.Array:
+        center, half = self._obs_scales[i]
+        obs = (jnp.asarray(obs, jnp.float32).reshape(-1) - center) / half
         return jnp.pad(obs, (0, self.d_max - obs.shape[0]))
 
     def _obs(self, state: MetaState, raw: jax.Array, start: jax.Array) -> jax.Array:
         return jnp.concatenate([state.obs_proj @ raw, start.astype(jnp.float32)[None]])
 
+    def _reset_keys(self, key: jax.Array) -> jax.Array:
+        return jax.random.split(key, len(self.tasks))
+
     def reset_env(self, key: jax.Array, params: MetaParams) -> tuple[jax.Array, MetaState]:
         key_task, key_proj, key_base = jax.random.split(key, 3)
         task = jax.random.randint(key_task, (), 0, len(self.tasks))
         obs_proj, act_proj, act_perm = self._projections(key_proj, task, params)
-        keys = jax.random.split(key_base, len(self.tasks))
+        keys = self._reset_keys(key_base)
         resets = [e.reset_env(k, p) for e, k, p in zip(self.envs, keys, params.base, strict=True)]
-        raw = jnp.stack([self._pad(o) for o, _ in resets])[task]
+        raw = jnp.stack([self._pad(i, o) for i, (o, _) in enumerate(resets)])[task]
         state = MetaState(
             task=task,
             obs_proj=obs_proj,
             act_proj=act_proj,
             act_perm=act_perm,
             base=tuple(s for _, s in resets),
+            start_key=key_base,
             episode=jnp.int32(0),
             episode_return=jnp.float32(0.0),
             truncated=jnp.bool_(False),
@@ -264,6 +302,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         self, key: jax.Array, state: MetaState, action: jax.Array, params: MetaParams
     ) -> tuple[jax.Array, MetaState, jax.Array, jax.Array, dict[str, Any]]:
         key_step, key_reset = jax.random.split(key)
+        reset_keys = self._reset_keys(state.start_key) if self.repeat_start else None
 
         def branch(i: int):
             def run(base: tuple):
@@ -271,12 +310,13 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
                 a = self._task_action(i, action, state)
                 obs, s, reward, terminated, _ = env.step_env(key_step, base[i], a, p)
                 truncated = env.is_truncated(s, p)
-                obs_reset, s_reset = env.reset_env(key_reset, p)
+                k = key_reset if reset_keys is None else reset_keys[i]
+                obs_reset, s_reset = env.reset_env(k, p)
                 stepped = base[:i] + (s,) + base[i + 1 :]
                 reset = base[:i] + (s_reset,) + base[i + 1 :]
                 reward = jnp.asarray(reward, jnp.float32).reshape(()) * self.scales[i]
                 ended = (jnp.asarray(terminated, bool), jnp.asarray(truncated, bool))
-                return self._pad(obs), stepped, self._pad(obs_reset), reset, reward, *ended
+                return self._pad(i, obs), stepped, self._pad(i, obs_reset), reset, reward, *ended
 
             return run
 
@@ -292,6 +332,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         episode_return = state.episode_return + reward
         info = {
             "trial_episode_done": episode_done,
+            "trial_episode_terminated": terminated,
             "trial_episode_index": state.episode,
             "trial_episode_return": episode_return,
         }
@@ -321,8 +362,16 @@ def _factory(tasks: Sequence[str], **kwargs: Any):
 
 
 TASKS = {
-    # The paper's randomly projected CartPole: 16 episodes per trial in training.
-    "ProjectedCartPole": _factory(("CartPole-v1",), episode_steps=200),
+    # The S5 paper's randomly projected CartPole: position-only CartPole (200 steps),
+    # an orthogonal projection to 4 numbers, every episode of a 16-episode trial
+    # starting from the same state.
+    "ProjectedCartPole": _factory(
+        ("PositionOnlyCartPoleEasy",), obs_size=4, projection="orthogonal", repeat_start=True
+    ),
+    # Held out: the full-state CartPole (velocities seen, positions mixed in), same spaces.
+    "ProjectedCartPoleHeldOut": _factory(
+        ("CartPole-v1",), obs_size=4, projection="orthogonal", repeat_start=True, episode_steps=200
+    ),
     # Train and held-out sets share the agent's spaces (13 observations, 3 actions).
     "MetaControl": _factory(TRAIN_TASKS, action_size=3, episode_steps=200),
     "MetaControlHeldOut": _factory(HELD_OUT_TASKS, action_size=3, episode_steps=200),

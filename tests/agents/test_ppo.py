@@ -158,3 +158,33 @@ def test_train_vmaps_over_seeds():
 def test_config_errors(change, match):
     with pytest.raises(ValueError, match=match):
         replace(TINY, **change).validate()
+
+
+def test_episode_returns_end_returns_at_terminations_inside_a_trial():
+    from ssmrl.envs.meta import MetaEnv
+    from ssmrl.envs.wrappers import PreviousActionReward
+
+    meta = MetaEnv(("CartPole-v1",), episode_steps=50, episodes_per_trial=8)
+    env, params = EpisodeStatistics(PreviousActionReward(meta)), meta.default_params
+    cfg = replace(TINY, core=CoreConfig(name="mlp", features=16), num_steps=64, total_timesteps=256)
+    runs = {}
+    for flag in (False, True):
+        agent = ppo.make_agent(replace(cfg, episode_returns=flag), env, params)
+        runner = agent.init(jax.random.PRNGKey(0))
+        runs[flag] = jax.jit(agent.rollout)(runner)[1]
+    # Same key, same policy: one rollout, read two ways. Random CartPole play falls
+    # within ~25 steps, so the 8-episode trials do not end inside 64 steps.
+    inner = np.asarray(runs[True].terminated)
+    assert inner.any() and not np.asarray(runs[False].terminated).any()
+    np.testing.assert_array_equal(runs[True].reward, runs[False].reward)
+    np.testing.assert_array_equal(np.asarray(runs[True].reset), np.asarray(runs[False].reset))
+    assert not np.asarray(runs[True].reset)[1:].any(), "memory is reset at trial starts only"
+    # Returns end exactly where the next observation starts a new episode of the trial
+    # (all of them falls: none reaches 50 steps).
+    episode_start = np.asarray(runs[True].obs[1:, :, meta.obs_size]) > 0.5
+    np.testing.assert_array_equal(inner[:-1], episode_start)
+
+    with pytest.raises(ValueError, match="trial_episode_terminated"):
+        env, params = _env("discrete")
+        agent = ppo.make_agent(replace(TINY, episode_returns=True), env, params)
+        agent.rollout(agent.init(jax.random.PRNGKey(0)))

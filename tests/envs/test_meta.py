@@ -93,6 +93,9 @@ def test_observation_is_the_projected_state_and_rewards_are_scaled():
     obs, states, reward, _, _, info = rollout(env, params, random_actions(env, params))
     s = states.base[0]
     x = np.stack([s.x, s.x_dot, s.theta, s.theta_dot], -1).astype(np.float64)
+    # Positions are bounded (|x| <= 4.8, |theta| <= 24 degrees) and mapped to [-1, 1];
+    # the velocities are unbounded and kept as they are.
+    x = x / np.array([4.8, 1.0, 24 * np.pi / 180, 1.0])
     proj = np.asarray(states.obs_proj, np.float64)
     want = np.einsum("tbij,tbj->tbi", proj, x)
     np.testing.assert_allclose(np.asarray(obs[..., :5]), want, rtol=1e-5, atol=1e-5)
@@ -101,6 +104,17 @@ def test_observation_is_the_projected_state_and_rewards_are_scaled():
     done = np.asarray(info["trial_episode_done"])
     full = done & (np.asarray(info["trial_episode_return"]) > 0.99)
     assert full.any(), "episodes that last 7 steps return 1"
+
+
+def test_normalize_maps_bounds_to_the_unit_range():
+    env = MetaEnv(("MountainCar-v0", "CartPole-v1"))
+    (center, half), (c2, h2) = env._obs_scales
+    np.testing.assert_allclose(center, [-0.3, 0.0], rtol=1e-6)  # [-1.2, 0.6], [-0.07, 0.07]
+    np.testing.assert_allclose(half, [0.9, 0.07], rtol=1e-6)
+    np.testing.assert_allclose(c2, 0.0)
+    np.testing.assert_allclose(h2, [4.8, 1.0, 24 * np.pi / 180, 1.0], rtol=1e-6)
+    raw = MetaEnv(("MountainCar-v0",), normalize=False)._obs_scales[0]
+    assert (raw[0] == 0.0).all() and (raw[1] == 1.0).all()
 
 
 @pytest.mark.parametrize("projection", ["gaussian", "orthogonal"])
@@ -151,6 +165,42 @@ def test_mixed_task_set_shapes_and_bad_actions_stay_finite():
     obs, states, reward, *_ = rollout(env, params, wild, steps=30)
     assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all()
     assert len(set(np.asarray(states.task).ravel())) > 1
+
+
+@pytest.mark.parametrize("repeat_start", [True, False])
+def test_repeat_start_restarts_every_episode_from_the_trial_start(repeat_start):
+    env = MetaEnv(
+        ("CartPole-v1", "Acrobot-v1"),
+        episode_steps=5,
+        episodes_per_trial=3,
+        repeat_start=repeat_start,
+    )
+    params = env.default_params
+    obs, states, _, terminated, truncated, info = rollout(
+        env, params, random_actions(env, params), steps=30
+    )
+    trial_end = np.asarray(terminated | truncated)
+    episode_start = np.asarray(obs[..., env.obs_size]) > 0.5
+    for b in range(B):
+        starts = np.flatnonzero(episode_start[:, b])
+        trial_starts = {0, *(np.flatnonzero(trial_end[:, b]) + 1)}
+        first = None
+        for t in starts:
+            if t in trial_starts:
+                first = obs[t, b]
+                continue
+            same = np.allclose(obs[t, b], first)
+            assert same == repeat_start, (b, t)
+
+
+def test_projected_cartpole_is_the_papers_layout():
+    env, params = ssmrl.envs.make("ProjectedCartPole")
+    assert env.tasks == ("PositionOnlyCartPoleEasy",) and env.repeat_start
+    assert params.episodes_per_trial == 16 and params.base[0].max_steps_in_episode == 200
+    assert env.observation_space(params).shape == (5,) and env.action_space(params).n == 2
+    _, state = env.reset(jax.random.PRNGKey(0), params)
+    w = np.asarray(state.obs_proj, np.float64)
+    np.testing.assert_allclose(w.T @ w, np.eye(2), atol=1e-5)
 
 
 def test_seed_pool_fixes_the_projections():
