@@ -51,6 +51,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.dmc import PAPER_HELD_OUT_TASKS, PAPER_TRAIN_TASKS
 from ssmrl.envs.registry import make
 from ssmrl.linalg import orthonormal
 
@@ -69,9 +70,11 @@ UNBOUNDED = 1e6
 """Observation bounds at or beyond this magnitude count as no bound (no rescaling)."""
 TRAIN_TASKS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "Reacher-misc")
 HELD_OUT_TASKS = ("MountainCar-v0", "MountainCarContinuous-v0", "PointRobot-misc")
+
 HELD_OUT = {
     "ProjectedCartPole": "ProjectedCartPoleHeldOut",
     "MetaControl": "MetaControlHeldOut",
+    "MetaDMC": "MetaDMCHeldOut",
 }
 """Registered meta environment -> its held-out counterpart (same spaces)."""
 
@@ -102,8 +105,8 @@ class MetaParams(environment.EnvParams):
 def _reward_scale(name: str, params: Any, given: Mapping[str, float]) -> float:
     if name in given:
         return float(given[name])
-    if name in STEP_REWARD_BOUNDS:
-        return 1.0 / (STEP_REWARD_BOUNDS[name] * params.max_steps_in_episode)
+    if name in STEP_REWARD_BOUNDS or name.startswith("dmc/"):  # DM Control pays [0, 1]
+        return 1.0 / (STEP_REWARD_BOUNDS.get(name, 1.0) * params.max_steps_in_episode)
     return 1.0 / EPISODE_REWARD_BOUNDS.get(name, 1.0)
 
 
@@ -375,4 +378,7 @@ TASKS = {
     # Train and held-out sets share the agent's spaces (13 observations, 3 actions).
     "MetaControl": _factory(TRAIN_TASKS, action_size=3, episode_steps=200),
     "MetaControlHeldOut": _factory(HELD_OUT_TASKS, action_size=3, episode_steps=200),
+    # The S5 paper's DM Control sets through MuJoCo Playground (optional: ssmrl[dmc]).
+    "MetaDMC": _factory(PAPER_TRAIN_TASKS, action_size=2),
+    "MetaDMCHeldOut": _factory(PAPER_HELD_OUT_TASKS, action_size=2),
 }

@@ -50,18 +50,26 @@ def make(name: str, **param_overrides: Any) -> tuple[Any, Any]:
 
     Args:
         name: a POPGym task (``"RepeatPreviousHard"``), an older alias
-            (``"StatelessCartPoleHard"``) or any gymnax id (``"CartPole-v1"``).
+            (``"StatelessCartPoleHard"``), any gymnax id (``"CartPole-v1"``) or a
+            DM Control task of MuJoCo Playground (``"dmc/CartpoleSwingup"``, optional:
+            see `ssmrl.envs.dmc`).
         **param_overrides: fields of the env's params dataclass to replace.
 
     Returns:
         ``(env, env_params)``.
 
     Raises:
-        ValueError: unknown name (with the closest names) or unknown param field.
+        ValueError: unknown name (with the closest names) or unknown param field;
+            ``ssmrl.envs.dmc.MissingDependencyError`` (also an ImportError) for a
+            ``dmc/`` name without MuJoCo Playground installed.
     """
     tasks, aliases = _tables()
     canonical = aliases.get(name, name)
-    if canonical in tasks:
+    if canonical.startswith("dmc/"):
+        from ssmrl.envs import dmc  # its make imports the optional mujoco_playground
+
+        env, params = dmc.make(canonical)
+    elif canonical in tasks:
         env, params = tasks[canonical]()
     elif canonical in gymnax.registered_envs:
         env, params = gymnax.make(canonical)
