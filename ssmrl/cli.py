@@ -123,10 +123,10 @@ def _check_env(args: TrainArgs) -> None:
     from ssmrl import envs
 
     name = getattr(args.hparams, "env", None)
-    if name is None or name in envs.names():
+    if name is None:
         return
     try:
-        envs.make(name)  # accepts aliases; an unknown name raises before building anything
+        envs.make(name)  # unknown names and missing optional extras raise here, in one line
     except ValueError as e:
         raise ConfigError(f"env: {e}") from None
 

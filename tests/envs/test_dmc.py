@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ssmrl import cli
 from ssmrl.envs import dmc, make
 from ssmrl.envs.meta import MetaEnv
 
@@ -112,12 +113,15 @@ def test_bad_name_is_a_clear_error():
         assert "pip install 'ssmrl[dmc]'" in message
 
 
-def test_missing_install_names_the_extra(monkeypatch):
+def test_missing_install_names_the_extra(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "mujoco_playground", None)  # import fails as if absent
     with pytest.raises(dmc.MissingDependencyError, match=r"pip install 'ssmrl\[dmc\]'"):
         make("dmc/CartpoleSwingup")
     with pytest.raises(dmc.MissingDependencyError):
         make("MetaDMC")
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "ppo", "--env", "MetaDMC", "--run-dir", str(run_dir)]) == 2
+    assert "ssmrl[dmc]" in capsys.readouterr().err and not run_dir.exists()
     with pytest.raises(ImportError):
         dmc.names()
 
