@@ -269,7 +269,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         low, high = jnp.asarray(space.low, jnp.float32), jnp.asarray(space.high, jnp.float32)
         return low + (jnp.clip(u, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
-    def _pad(self, i: int, obs: jax.Array) -> jax.Array:
+    def _flat_obs(self, i: int, obs: jax.Array) -> jax.Array:
         center, half = self._obs_scales[i]
         obs = (jnp.asarray(obs, jnp.float32).reshape(-1) - center) / half
         return jnp.pad(obs, (0, self.d_max - obs.shape[0]))
@@ -286,7 +286,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         obs_proj, act_proj, act_perm = self._projections(key_proj, task, params)
         keys = self._reset_keys(key_base)
         resets = [e.reset_env(k, p) for e, k, p in zip(self.envs, keys, params.base, strict=True)]
-        raw = jnp.stack([self._pad(i, o) for i, (o, _) in enumerate(resets)])[task]
+        raw = jnp.stack([self._flat_obs(i, o) for i, (o, _) in enumerate(resets)])[task]
         state = MetaState(
             task=task,
             obs_proj=obs_proj,
@@ -319,7 +319,14 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
                 reset = base[:i] + (s_reset,) + base[i + 1 :]
                 reward = jnp.asarray(reward, jnp.float32).reshape(()) * self.scales[i]
                 ended = (jnp.asarray(terminated, bool), jnp.asarray(truncated, bool))
-                return self._pad(i, obs), stepped, self._pad(i, obs_reset), reset, reward, *ended
+                return (
+                    self._flat_obs(i, obs),
+                    stepped,
+                    self._flat_obs(i, obs_reset),
+                    reset,
+                    reward,
+                    *ended,
+                )
 
             return run
 
