@@ -14,8 +14,8 @@ ssmrl.envs`` does not need it, only building a ``dmc/`` task does.
 - **Action**: ``Box(-1, 1, (n,), float32)``; actions are clipped to it and NaN
   becomes 0.
 - **Reward**: Playground's, in ``[0, 1]`` per step, so an episode of 1000 steps
-  returns up to 1000. ``MetaEnv`` scales these rewards by 1 unless given
-  ``reward_scales`` (``{name: 1 / episode_steps}`` gives returns in ``[0, 1]``).
+  returns up to 1000. ``MetaEnv`` scales ``dmc/`` rewards by one over the episode
+  length by default, so that an episode returns at most 1.
 - **Episodes**: ``terminated`` is Playground's ``done``, which for these tasks only
   flags a diverged simulation (NaN in ``qpos`` or ``qvel``); the reward and
   observation of such a step are set to 0. Episodes are truncated after

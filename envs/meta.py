@@ -21,9 +21,9 @@ from experience within the trial: in-context reinforcement learning.
   to ``u``; a continuous task receives ``clip(u, -1, 1)`` rescaled to its bounds, a
   discrete one ``argmax(u[:n])``.
 - **Reward**: the task's reward times its scale (``reward_scales``; by default one
-  over the largest episode return, from `STEP_REWARD_BOUNDS` times the episode
-  length or `EPISODE_REWARD_BOUNDS`, so an episode's return is O(1); 1 for tasks
-  in neither).
+  over the largest episode return, from `STEP_REWARD_BOUNDS` (1 for ``dmc/`` tasks)
+  times the episode length or `EPISODE_REWARD_BOUNDS`, so an episode's return is
+  O(1); 1 for tasks in neither).
 - **Episodes and trials**: an episode that ends inside a trial resets the task's
   state but not the task or projections, and is not an episode end for the agent:
   ``terminated`` and ``truncated`` are True only on the last step of a trial, from
@@ -52,6 +52,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.dmc import PAPER_HELD_OUT_TASKS, PAPER_TRAIN_TASKS
+from ssmrl.envs.dmc import PREFIX as DMC_PREFIX
 from ssmrl.envs.registry import make
 from ssmrl.linalg import orthonormal
 
@@ -105,7 +106,7 @@ class MetaParams(environment.EnvParams):
 def _reward_scale(name: str, params: Any, given: Mapping[str, float]) -> float:
     if name in given:
         return float(given[name])
-    if name in STEP_REWARD_BOUNDS or name.startswith("dmc/"):  # DM Control pays [0, 1]
+    if name in STEP_REWARD_BOUNDS or name.startswith(DMC_PREFIX):  # DM Control pays [0, 1]
         return 1.0 / (STEP_REWARD_BOUNDS.get(name, 1.0) * params.max_steps_in_episode)
     return 1.0 / EPISODE_REWARD_BOUNDS.get(name, 1.0)
 

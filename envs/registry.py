@@ -13,6 +13,7 @@ from typing import Any
 import gymnax
 
 import ssmrl.envs.popgym as _popgym_pkg
+from ssmrl.envs import dmc
 
 Factory = Callable[[], tuple[Any, Any]]
 
@@ -65,10 +66,8 @@ def make(name: str, **param_overrides: Any) -> tuple[Any, Any]:
     """
     tasks, aliases = _tables()
     canonical = aliases.get(name, name)
-    if canonical.startswith("dmc/"):
-        from ssmrl.envs import dmc  # its make imports the optional mujoco_playground
-
-        env, params = dmc.make(canonical)
+    if canonical.startswith(dmc.PREFIX):
+        env, params = dmc.make(canonical)  # imports the optional mujoco_playground
     elif canonical in tasks:
         env, params = tasks[canonical]()
     elif canonical in gymnax.registered_envs:
