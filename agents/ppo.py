@@ -60,6 +60,11 @@ class Config:
     # where info["trial_episode_terminated"]), while memory still spans the trial;
     # False lets returns flow across the episodes of a trial.
     episode_returns: bool = False
+    # With episode_returns: the value of the next episode of the trial, discounted by
+    # this factor, is added to the return of an episode that ends inside a trial (0: each
+    # episode alone; 1 with gamma 1: the whole rest of the trial). Between the two, an
+    # episode is also worth what it teaches about the next ones.
+    next_episode_discount: float = 0.0
 
     @property
     def steps_per_update(self) -> int:
@@ -84,7 +89,7 @@ class Config:
                 f"total_timesteps={self.total_timesteps} is less than one update "
                 f"(num_envs * num_steps = {self.steps_per_update})"
             )
-        for name in ("gamma", "gae_lambda"):
+        for name in ("gamma", "gae_lambda", "next_episode_discount"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         self.core.build()
@@ -150,6 +155,7 @@ class Transition(NamedTuple):
     reward: jax.Array
     terminated: jax.Array  # the return ends here: no bootstrap
     truncated: jax.Array
+    discount: jax.Array  # factor on gamma after this step (episode ends inside a trial)
     final_value: jax.Array
     episode_return: jax.Array
     returned_episode: jax.Array
@@ -257,14 +263,15 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
 
         final_value = jax.lax.cond(truncated.any(), truncated_value, lambda: value)
         done = terminated | truncated
-        returns_end = terminated
+        discount = jnp.ones(n_envs)
         if cfg.episode_returns:
             if "trial_episode_terminated" not in info:
                 raise ValueError(
                     "episode_returns=True needs a meta environment (one whose info reports "
                     "'trial_episode_terminated'); this env does not"
                 )
-            returns_end = terminated | info["trial_episode_terminated"]
+            inner_end = info["trial_episode_terminated"] & ~terminated
+            discount = jnp.where(inner_end, cfg.next_episode_discount, 1.0)
         transition = Transition(
             obs=runner.obs,
             reset=runner.reset,
@@ -272,8 +279,9 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             log_prob=log_prob,
             value=value,
             reward=jnp.asarray(reward, jnp.float32),
-            terminated=returns_end,
+            terminated=terminated,
             truncated=truncated,
+            discount=discount,
             final_value=final_value,
             episode_return=info.get("episode_return", jnp.zeros(n_envs)),
             returned_episode=info.get("returned_episode", jnp.zeros(n_envs, bool)),
@@ -315,7 +323,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             next_values,
             traj.terminated,
             traj.truncated,
-            cfg.gamma,
+            cfg.gamma * traj.discount,
             cfg.gae_lambda,
         )
 

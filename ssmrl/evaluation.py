@@ -154,6 +154,35 @@ def summarize(returns: Any, finished: Any) -> Curve:
     return Curve(np.where(nan, np.nan, mean), np.where(nan, np.nan, np.sqrt(var)), count)
 
 
+class Difference(NamedTuple):
+    """Paired difference of two windows of episodes, over the trials that finished both."""
+
+    mean: float  # mean over trials of (mean return in window b - mean return in window a)
+    stderr: float  # its standard error (NaN with fewer than two trials)
+    trials: int  # trials counted
+
+
+def window_difference(returns: Any, finished: Any, a: slice, b: slice) -> Difference:
+    """How much episodes ``b`` of a trial return above episodes ``a`` of the same trial.
+
+    ``returns, finished [..., K]`` as from `trial_returns`; leading axes are trials.
+    Comparing within each trial removes the spread between trials (some projections
+    are easy, some hard), which dominates the standard error of each episode's mean.
+    Trials with an unfinished episode in either window are left out.
+    """
+    r = np.asarray(returns, np.float64).reshape(-1, np.shape(returns)[-1])
+    f = np.asarray(finished, bool).reshape(r.shape)
+    if r[:, a].shape[1] == 0 or r[:, b].shape[1] == 0:
+        raise ValueError(f"empty window of episodes: {a}, {b} of {r.shape[1]}")
+    keep = f[:, a].all(1) & f[:, b].all(1)
+    d = r[keep][:, b].mean(1) - r[keep][:, a].mean(1)
+    n = int(keep.sum())
+    if n == 0:
+        return Difference(float("nan"), float("nan"), 0)
+    stderr = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return Difference(float(d.mean()), stderr, n)
+
+
 def save_curves(curves: dict[str, Curve], path: str | os.PathLike, title: str = "") -> Path:
     """Write ``path`` (.png) and the same name with .json: one line per named curve."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -59,20 +59,22 @@ def gae(
 ) -> GAEOutput:
     """Generalised advantage estimates (Schulman et al., 2016) over a time-major rollout.
 
-    ``delta[t] = r[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]`` and
-    ``A[t] = delta[t] + gamma * lam * (1 - done[t]) * A[t+1]`` with
-    ``done = terminated | truncated`` and ``A[T] = 0``; ``returns = A + values``.
-    ``next_values`` is ignored at terminated steps.
+    ``delta[t] = r[t] + g[t] * (1 - terminated[t]) * next_values[t] - values[t]`` and
+    ``A[t] = delta[t] + g[t] * lam * (1 - done[t]) * A[t+1]`` with
+    ``done = terminated | truncated``, ``g = gamma`` (a scalar, or one discount per step)
+    and ``A[T] = 0``; ``returns = A + values``. ``next_values`` is ignored at terminated
+    steps.
 
-    | arg         | shape     | dtype            |
-    |-------------|-----------|------------------|
-    | rewards     | [T, ...]  | float            |
-    | values      | [T, ...]  | float            |
-    | next_values | [T, ...]  | float            |
-    | terminated  | [T, ...]  | bool (or 0/1)    |
-    | truncated   | [T, ...]  | bool (or 0/1)    |
-    | gamma, lam  | scalars   | float            |
-    | return      | GAEOutput | two [T, ...] arrays, dtype of values |
+    | arg         | shape          | dtype            |
+    |-------------|----------------|------------------|
+    | rewards     | [T, ...]       | float            |
+    | values      | [T, ...]       | float            |
+    | next_values | [T, ...]       | float            |
+    | terminated  | [T, ...]       | bool (or 0/1)    |
+    | truncated   | [T, ...]       | bool (or 0/1)    |
+    | gamma       | [] or [T, ...] | float            |
+    | lam         | []             | float            |
+    | return      | GAEOutput      | two [T, ...] arrays, dtype of values |
     """
     rewards, values, next_values, terminated, truncated = map(
         jnp.asarray, (rewards, values, next_values, terminated, truncated)

@@ -8,6 +8,7 @@ import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ssmrl import cli, evaluation
 from ssmrl.envs.meta import MetaEnv
@@ -60,6 +61,27 @@ def test_summarize_leaves_out_unfinished_episodes():
     np.testing.assert_allclose(curve.mean[:2], [2.0, 2.0])
     np.testing.assert_allclose(curve.std[:2], [1.0, 0.0])
     assert np.isnan(curve.mean[2]) and list(curve.count) == [2, 1, 0]
+
+
+def test_window_difference_pairs_episodes_within_each_trial():
+    # Three trials of four episodes; the last trial did not finish episode 4.
+    returns = np.array([[0.0, 2.0, 1.0, 3.0], [10.0, 10.0, 14.0, 12.0], [5.0, 5.0, 9.0, 0.0]])
+    finished = np.ones_like(returns, bool)
+    finished[2, 3] = False
+    diff = evaluation.window_difference(returns, finished, slice(0, 2), slice(2, 4))
+    # Per trial: (1 + 3) / 2 - (0 + 2) / 2 = 1 and (14 + 12) / 2 - 10 = 3; trial 3 left out.
+    assert diff.trials == 2
+    np.testing.assert_allclose(diff.mean, 2.0)
+    np.testing.assert_allclose(diff.stderr, np.std([1.0, 3.0], ddof=1) / np.sqrt(2))
+    # Leading axes (seeds, trials) are flattened.
+    split = evaluation.window_difference(
+        returns.reshape(1, 3, 4), finished.reshape(1, 3, 4), slice(0, 2), slice(2, 4)
+    )
+    assert split == diff
+    none = evaluation.window_difference(returns, ~finished, slice(0, 2), slice(2, 4))
+    assert none.trials == 0 and np.isnan(none.mean)
+    with pytest.raises(ValueError, match="empty window"):
+        evaluation.window_difference(returns, finished, slice(0, 2), slice(4, 8))
 
 
 def test_eval_of_a_meta_run_writes_the_adaptation_curve(tmp_path, capsys):

@@ -20,10 +20,12 @@ def gae_loop(rewards, values, next_values, terminated, truncated, gamma, lam):
         np.asarray(x, np.float64) for x in (rewards, values, next_values)
     )
     t_len, b_len = values.shape
+    gammas = np.broadcast_to(np.asarray(gamma, np.float64), (t_len, b_len))
     advantages = np.zeros((t_len, b_len))
     for b in range(b_len):
         next_advantage = 0.0
         for t in reversed(range(t_len)):
+            gamma = gammas[t, b]
             if terminated[t, b]:
                 delta = rewards[t, b] - values[t, b]
             else:
@@ -141,6 +143,25 @@ def test_matches_numpy_loop(seed):
     assert out.advantages.shape == (50, 7) and out.advantages.dtype == jnp.float32
     np.testing.assert_allclose(out.advantages, expected_adv, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.returns, expected_ret, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_per_step_gamma_matches_numpy_loop(seed):
+    rollout = random_rollout(seed)
+    gamma = np.where(np.random.default_rng(seed).random((50, 7)) < 0.1, 0.3, GAMMA)
+    expected_adv, expected_ret = gae_loop(*rollout, gamma, LAM)
+    out = gae_jit(*f32(*rollout), jnp.asarray(gamma, jnp.float32), LAM)
+    np.testing.assert_allclose(out.advantages, expected_adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.returns, expected_ret, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_gamma_at_a_step_ends_the_return_there_like_a_termination():
+    rewards, values, next_values, _, _ = random_rollout(0, p_term=0.0, p_trunc=0.0)
+    cut = np.random.default_rng(1).random((50, 7)) < 0.1
+    no = np.zeros_like(cut)
+    by_gamma = gae_jit(*f32(rewards, values, next_values, no, no), jnp.where(cut, 0.0, GAMMA), LAM)
+    by_flag = gae_jit(*f32(rewards, values, next_values, cut, no), GAMMA, LAM)
+    np.testing.assert_allclose(by_gamma.advantages, by_flag.advantages, rtol=1e-6, atol=1e-6)
 
 
 def test_next_values_from_matches_rollout_construction():

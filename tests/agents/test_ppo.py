@@ -152,6 +152,7 @@ def test_train_vmaps_over_seeds():
         (dict(num_minibatches=3), "num_minibatches=3 must divide num_envs=4"),
         (dict(total_timesteps=10), "less than one update"),
         (dict(gamma=1.5), "gamma"),
+        (dict(next_episode_discount=-0.5), "next_episode_discount"),
         (dict(core=CoreConfig(name="transformer")), "unknown core"),
     ],
 )
@@ -168,20 +169,24 @@ def test_episode_returns_end_returns_at_terminations_inside_a_trial():
     env, params = EpisodeStatistics(PreviousActionReward(meta)), meta.default_params
     cfg = replace(TINY, core=CoreConfig(name="mlp", features=16), num_steps=64, total_timesteps=256)
     runs = {}
-    for flag in (False, True):
-        agent = ppo.make_agent(replace(cfg, episode_returns=flag), env, params)
+    for flag, next_discount in ((False, 0.0), (True, 0.0), (True, 0.25)):
+        change = dict(episode_returns=flag, next_episode_discount=next_discount)
+        agent = ppo.make_agent(replace(cfg, **change), env, params)
         runner = agent.init(jax.random.PRNGKey(0))
-        runs[flag] = jax.jit(agent.rollout)(runner)[1]
-    # Same key, same policy: one rollout, read two ways. Random CartPole play falls
+        runs[flag, next_discount] = jax.jit(agent.rollout)(runner)[1]
+    # Same key, same policy: one rollout, read three ways. Random CartPole play falls
     # within ~25 steps, so the 8-episode trials do not end inside 64 steps.
-    inner = np.asarray(runs[True].terminated)
-    assert inner.any() and not np.asarray(runs[False].terminated).any()
-    np.testing.assert_array_equal(runs[True].reward, runs[False].reward)
-    np.testing.assert_array_equal(np.asarray(runs[True].reset), np.asarray(runs[False].reset))
-    assert not np.asarray(runs[True].reset)[1:].any(), "memory is reset at trial starts only"
+    across, alone, partly = runs[False, 0.0], runs[True, 0.0], runs[True, 0.25]
+    inner = np.asarray(alone.discount) == 0.0
+    assert inner.any() and np.all(np.asarray(across.discount) == 1.0)
+    np.testing.assert_array_equal(np.asarray(partly.discount), np.where(inner, 0.25, 1.0))
+    assert not np.asarray(alone.terminated).any(), "only a trial end terminates"
+    np.testing.assert_array_equal(alone.reward, across.reward)
+    np.testing.assert_array_equal(np.asarray(alone.reset), np.asarray(across.reset))
+    assert not np.asarray(alone.reset)[1:].any(), "memory is reset at trial starts only"
     # Returns end exactly where the next observation starts a new episode of the trial
     # (all of them falls: none reaches 50 steps).
-    episode_start = np.asarray(runs[True].obs[1:, :, meta.obs_size]) > 0.5
+    episode_start = np.asarray(alone.obs[1:, :, meta.obs_size]) > 0.5
     np.testing.assert_array_equal(inner[:-1], episode_start)
 
     with pytest.raises(ValueError, match="trial_episode_terminated"):
