@@ -300,12 +300,17 @@ def train_settings(
     from ssmrl import driver
 
     saved = run_dir / CONFIG_FILE
-    if (
-        same_settings
-        and saved.is_file()
-        and configfile.read_yaml(saved) != configfile.to_dict(settings)
-    ):
-        raise ConfigError(f"{run_dir} holds a run with other settings; choose another directory")
+    # Read back over the code defaults, so that a setting added since the run was saved
+    # (at its default) does not make the run look different.
+    if same_settings and saved.is_file():
+        before = _flat(configfile.to_dict(load_settings(settings.agent, saved)))
+        now = _flat(configfile.to_dict(settings))
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds a run with other settings ({', '.join(changed)}); "
+                "choose another directory"
+            )
     cfg = settings.hparams
     env, env_params = make_env(cfg.env)
     agent = _agent_module(settings.agent).make_agent(cfg, env, env_params)

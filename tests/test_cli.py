@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ssmrl import cli, configfile, driver
 from ssmrl.agents import ppo
@@ -133,6 +134,20 @@ def test_train_then_eval_then_resume_a_finished_run(tmp_path, capsys):
 
     assert cli.main(["train", "ppo", "--resume", str(run_dir), "--chunk", "1"]) == 0
     assert "MMER " in capsys.readouterr().out
+
+    # Scripts reuse a finished run only with the same settings. A run saved before a
+    # setting existed (here: without next_episode_discount) still counts as the same
+    # when the code's default for it is unchanged.
+    saved_path = run_dir / "config.yaml"
+    data = configfile.read_yaml(saved_path)
+    del data["next_episode_discount"]
+    saved_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    settings = cli.load_settings("ppo", saved_path)
+    _, summary = cli.train_settings(settings, run_dir, resume=True, same_settings=True)
+    assert summary.state is not None
+    other = cli.load_settings("ppo", saved_path, seeds=3, gamma=0.5)
+    with pytest.raises(configfile.ConfigError, match=r"other settings \(gamma, seeds\)"):
+        cli.train_settings(other, run_dir, resume=True, same_settings=True)
 
 
 @pytest.mark.parametrize(
