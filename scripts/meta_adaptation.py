@@ -27,7 +27,6 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -52,24 +51,14 @@ def train_core(settings, core: str, out: Path):
     return agent, cfg, summary.state.train_state.params
 
 
-class Result(NamedTuple):
-    """One core on one task set: per-episode summary and the raw per-trial returns."""
-
-    curve: evaluation.Curve
-    returns: np.ndarray  # [S, E, K]
-    finished: np.ndarray  # [S, E, K]
-
-
 def evaluate(agent, cfg, params, env_name: str, episodes: int, trials: int, seeds: int):
     env, env_params = make_env(env_name)
-    env_params = env.params_for(episodes)
     carry0 = cfg.core.build().initialize_carry(trials)
-    run = evaluation.trial_returns(agent.act, carry0, env, env_params, trials)
-    returns, finished = (np.asarray(x) for x in run(params, seed_keys(12345, seeds)))
-    return Result(evaluation.summarize(returns, finished), returns, finished)
+    keys = seed_keys(12345, seeds)
+    return evaluation.adaptation(agent.act, carry0, env, env_params, trials, episodes, params, keys)
 
 
-def _trial_means(result: Result) -> np.ndarray:
+def _trial_means(result: evaluation.Adaptation) -> np.ndarray:
     r = result.returns.reshape(-1, result.returns.shape[-1])
     f = result.finished.reshape(r.shape)
     return r[f.all(1)].mean(1)

@@ -134,6 +134,41 @@ def trial_returns(
     return jax.jit(jax.vmap(stats_only), compiler_options=FAST_COMPILE if fast_compile else None)
 
 
+class Adaptation(NamedTuple):
+    """An adaptation curve and the per-trial returns it summarizes."""
+
+    curve: Curve
+    returns: np.ndarray  # [S, E, K] return of episode k of trial e, seed s
+    finished: np.ndarray  # [S, E, K] whether that episode ended
+
+
+def adaptation(
+    act: Callable,
+    carry0: Any,
+    env: Any,
+    env_params: Any,
+    trials: int,
+    episodes_per_trial: int,
+    params: Any,
+    keys: jax.Array,
+    greedy: bool = False,
+) -> Adaptation:
+    """Play ``trials`` (E) trials of ``episodes_per_trial`` episodes per seed.
+
+    ``carry0`` is the memory for ``E`` rows; ``params [S]`` and ``keys [S]`` one per
+    seed. The trial length may differ from the one ``env_params`` trained with (the
+    environment's ``params_for`` rebuilds the params, keeping its projection seed pool).
+    """
+    env_params = env.params_for(
+        episodes_per_trial,
+        seed_pool_start=env_params.seed_pool_start,
+        seed_pool_size=env_params.seed_pool_size,
+    )
+    run = trial_returns(act, carry0, env, env_params, trials, greedy)
+    returns, finished = (np.asarray(x) for x in run(params, keys))
+    return Adaptation(summarize(returns, finished), returns, finished)
+
+
 class Curve(NamedTuple):
     """Mean and spread of the return of each episode index within a trial."""
 

@@ -54,6 +54,27 @@ def test_trial_returns_index_every_episode():
     np.testing.assert_allclose(returns, 1.0, rtol=1e-6)
 
 
+def push_by_first_input(params, carry, obs, reset, key, greedy):
+    """Action 1 where the first projected observation is positive: depends on the projection."""
+    return carry, (obs[:, 0] > 0).astype(jnp.int32)
+
+
+def test_adaptation_changes_the_trial_length_and_keeps_the_seed_pool():
+    env = MetaEnv(("CartPole-v1",), episode_steps=30, episodes_per_trial=2)
+    pooled = env.params_for(2, seed_pool_start=7, seed_pool_size=1)
+    keys = jax.random.split(jax.random.PRNGKey(3), 1)
+    got = evaluation.adaptation(
+        push_by_first_input, jnp.zeros(4), env, pooled, 4, 3, jnp.zeros(1), keys
+    )
+    assert got.returns.shape == got.finished.shape == (1, 4, 3) and got.finished.all()
+    np.testing.assert_allclose(got.curve.mean, got.returns.mean((0, 1)), rtol=1e-6)
+    same = env.params_for(3, seed_pool_start=7, seed_pool_size=1)
+    run = evaluation.trial_returns(push_by_first_input, jnp.zeros(4), env, same, 4)
+    np.testing.assert_array_equal(got.returns, np.asarray(run(jnp.zeros(1), keys)[0]))
+    fresh = evaluation.trial_returns(push_by_first_input, jnp.zeros(4), env, env.params_for(3), 4)
+    assert (got.returns != np.asarray(fresh(jnp.zeros(1), keys)[0])).any()  # the pool mattered
+
+
 def test_summarize_leaves_out_unfinished_episodes():
     returns = np.array([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])
     finished = np.array([[True, True, False], [True, False, False]])
