@@ -74,6 +74,7 @@ class S5Layer(nn.Module):
     prenorm: bool = True
     mixing: str = "half_glu"
     scan: str = "auto"
+    input_decay: bool = False
 
     def setup(self):
         lam, v = block_diagonal_init(self.state_size, self.blocks, self.conj_sym)
@@ -108,6 +109,9 @@ class S5Layer(nn.Module):
         self.mix_gate = nn.Dense(h)
         if self.mixing == "full_glu":
             self.mix_value = nn.Dense(h)
+        if self.input_decay:
+            # softplus(-4) = 0.018: at initialisation each step decays about as one step.
+            self.decay = nn.Dense(p, bias_init=nn.initializers.constant(-4.0))
 
     def _system(self):
         re = self.lambda_re
@@ -126,6 +130,17 @@ class S5Layer(nn.Module):
         value = self.mix_value(y) if self.mixing == "full_glu" else y
         return value * nn.sigmoid(self.mix_gate(y))
 
+    def _factor(self, lam_bar, u):
+        """Λ̄, or with ``input_decay`` the per-step ``Λ̄ |Λ̄|^softplus(W u + b)``.
+
+        The extra factor shrinks the state's magnitude as if ``softplus(...)`` more
+        steps had passed, without turning its phase, so ``|a| <= |Λ̄|`` stays stable.
+        """
+        if not self.input_decay:
+            return lam_bar
+        extra = nn.softplus(self.decay(u))
+        return lam_bar * jnp.exp(extra * jnp.log(jnp.abs(lam_bar)))
+
     def _finish(self, h, y):
         out = h + y
         return out if self.prenorm else self.norm(out)
@@ -134,7 +149,8 @@ class S5Layer(nn.Module):
         """carry [B, P'] complex, h [T, B, H], resets [T, B] -> (carry, [T, B, H])."""
         lam_bar, b_bar, c_tilde = self._system()
         u = self.norm(h) if self.prenorm else h
-        xs = linear_recurrence(lam_bar, _project(u, b_bar), resets, carry, self.scan)
+        a = self._factor(lam_bar, u)
+        xs = linear_recurrence(a, _project(u, b_bar), resets, carry, self.scan)
         return xs[-1], self._finish(h, self._output(xs, u, c_tilde))
 
     def step(self, carry, h, reset):
@@ -142,7 +158,7 @@ class S5Layer(nn.Module):
         lam_bar, b_bar, c_tilde = self._system()
         u = self.norm(h) if self.prenorm else h
         bu = _project(u, b_bar)
-        x = jnp.where(reset[:, None], bu, lam_bar * carry + bu)
+        x = jnp.where(reset[:, None], bu, self._factor(lam_bar, u) * carry + bu)
         return x, self._finish(h, self._output(x, u, c_tilde))
 
 
@@ -157,6 +173,10 @@ class S5(nn.Module):
     ``P' = state_size // 2`` with ``conj_sym`` (the default), else ``state_size``.
     ``blocks`` HiPPO-N blocks of size ``state_size / blocks`` tile the eigenvalues.
     ``scan``: "associative" (parallel), "sequential" (lax.scan) or "auto" (by backend).
+    ``input_decay``: each step's input may also shrink the state (``Λ̄`` becomes
+    ``Λ̄ |Λ̄|^softplus(W u + b)`` per state), so the memory can learn to forget, e.g. at
+    episode ends inside a meta-RL trial, where the reset flag does not fire. Off by default
+    (plain S5); the scan stays associative.
     """
 
     features: int = 128
@@ -171,6 +191,7 @@ class S5(nn.Module):
     prenorm: bool = True
     mixing: str = "half_glu"
     scan: str = "auto"
+    input_decay: bool = False
 
     def __post_init__(self):
         _check_choice("discretization", self.discretization, DISCRETIZATIONS)
@@ -213,6 +234,7 @@ class S5(nn.Module):
                 prenorm=self.prenorm,
                 mixing=self.mixing,
                 scan=self.scan,
+                input_decay=self.input_decay,
             )
             for _ in range(self.num_layers)
         ]

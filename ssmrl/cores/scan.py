@@ -5,6 +5,8 @@ The recurrence, per batch row and state dimension::
     x[t] = b[t]                  if reset[t]
     x[t] = a * x[t-1] + b[t]     otherwise,      x[-1] = x0
 
+``a`` is one factor per state dimension, or one per step, row and state dimension.
+
 A reset replaces the carried state by zero *before* input ``t`` is consumed,
 which is what the memory cores need (their initial carry is zero).
 """
@@ -55,7 +57,7 @@ def linear_recurrence(
 
     | arg    | shape      | dtype              |
     |--------|------------|--------------------|
-    | a      | [P]        | float or complex   |
+    | a      | [P] or [T, B, P] (per step) | float or complex |
     | b      | [T, B, P]  | same as a          |
     | resets | [T, B]     | bool               |
     | x0     | [B, P]     | same as a          |
@@ -66,15 +68,17 @@ def linear_recurrence(
     if mode == "sequential":
 
         def step(x, inputs):
-            b_t, r_t = inputs
-            x = jnp.where(r_t, b_t, a * x + b_t)
+            a_t, b_t, r_t = inputs
+            x = jnp.where(r_t, b_t, a_t * x + b_t)
             return x, x
 
-        _, xs = jax.lax.scan(step, x0, (b, r))
+        a_seq = a if a.ndim == b.ndim else jnp.broadcast_to(a, (b.shape[0], *a.shape))
+        _, xs = jax.lax.scan(step, x0, (a_seq, b, r))
         return xs
     # Fold the carried-in state into the first element; the first element then ignores
     # its input, so the prefix's b component is the state at every step.
-    b = b.at[0].set(jnp.where(r[0], b[0], a * x0 + b[0]))
+    a_0 = a[0] if a.ndim == b.ndim else a
+    b = b.at[0].set(jnp.where(r[0], b[0], a_0 * x0 + b[0]))
     r = r.at[0].set(True)
     a_full = jnp.broadcast_to(a, b.shape)
     r_full = jnp.broadcast_to(r, b.shape)

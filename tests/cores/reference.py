@@ -32,12 +32,13 @@ def dense(x, p):
 
 
 def linear_recurrence(a, b, resets, x0):
-    """x[t] = b[t] if resets[t] else a*x[t-1] + b[t]; a [P], b [T, B, P], resets [T, B]."""
+    """x[t] = b[t] if resets[t] else a*x[t-1] + b[t]; a [P] or [T, B, P], b [T, B, P]."""
     x = np.array(x0, dtype=np.complex128)
     out = np.zeros(b.shape, np.complex128)
     for t in range(b.shape[0]):
         for i in range(b.shape[1]):
-            x[i] = b[t, i] if resets[t, i] else a * x[i] + b[t, i]
+            a_ti = a[t, i] if np.ndim(a) == 3 else a
+            x[i] = b[t, i] if resets[t, i] else a_ti * x[i] + b[t, i]
         out[t] = x
     return out
 
@@ -73,7 +74,11 @@ def s5(params, cfg, carry, xs, resets):
             lam_bar, b_bar, ct = s5_layer_system(p, cfg)
             u = layer_norm(h, p["norm"]) if cfg["prenorm"] else h
             bu = u @ b_bar.T
-            x = np.where(resets[t][:, None], bu, lam_bar * carry[:, i] + bu)
+            a = lam_bar
+            if cfg.get("input_decay"):
+                extra = np.logaddexp(0.0, dense(u, p["decay"]))  # softplus
+                a = lam_bar * np.abs(lam_bar) ** extra
+            x = np.where(resets[t][:, None], bu, a * carry[:, i] + bu)
             carry[:, i] = x
             scale = 2.0 if cfg["conj_sym"] else 1.0
             y = gelu(scale * np.real(x @ ct.T) + p["D"] * u)

@@ -33,6 +33,7 @@ CASES = {
             scan="associative",
         ),
     ),
+    "s5-input-decay": ("s5", dict(S5_BASE, input_decay=True, scan="sequential")),
     "gru": ("gru", dict(features=8, num_layers=2)),
     "lstm": ("lstm", dict(features=8, num_layers=2)),
     "mlp": ("mlp", dict(features=8, num_layers=2)),

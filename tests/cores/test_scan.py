@@ -43,6 +43,20 @@ def test_matches_numpy_loop(mode, t, p_reset):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["associative", "sequential"])
+def test_per_step_factors_match_numpy_loop(mode):
+    _, b, resets, x0 = _inputs(5, t=33)
+    rng = np.random.default_rng(6)
+    a = rng.uniform(0.3, 1.0, b.shape) * np.exp(1j * rng.uniform(-np.pi, np.pi, b.shape))
+    ja, jb, jx0 = _c64(a, b, x0)
+    got = _scan[mode](ja, jb, jnp.asarray(resets), jx0)
+    want = reference.linear_recurrence(a, b, resets, x0)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    # Factors that differ in time give other states than their mean held fixed.
+    fixed = reference.linear_recurrence(a.mean((0, 1)), b, resets, x0)
+    assert np.abs(want - fixed).max() > 0.1
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.booleans(), min_size=T * B, max_size=T * B), st.integers(0, 2**16))
 def test_random_reset_patterns(flags, seed):
