@@ -15,7 +15,7 @@ from ssmrl import cores
 class CoreConfig:
     """Which memory core to build and its size; fields a core lacks are ignored.
 
-    ``state_size``, ``blocks`` and ``scan`` apply to S5 only.
+    ``state_size``, ``blocks``, ``scan`` and ``input_decay`` apply to S5 only.
     """
 
     name: str = "s5"
@@ -24,6 +24,7 @@ class CoreConfig:
     state_size: int = 128
     blocks: int = 1
     scan: str = "auto"
+    input_decay: bool = False
 
     def build(self) -> nn.Module:
         """The flax module; raises ValueError for an unknown name or impossible sizes."""
