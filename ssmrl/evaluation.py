@@ -153,10 +153,16 @@ def adaptation(
     keys: jax.Array,
     greedy: bool = False,
 ) -> Adaptation:
-    """Play ``trials`` (E) trials of ``episodes_per_trial`` episodes per seed.
+    """Play ``trials`` (E) trials of ``episodes_per_trial`` (K) episodes per seed.
 
-    ``carry0`` is the memory for ``E`` rows; ``params [S]`` and ``keys [S]`` one per
-    seed. The trial length may differ from the one ``env_params`` trained with (the
+    | arg / result        | shape        |
+    |---------------------|--------------|
+    | carry0              | memory for E rows |
+    | params, keys        | [S] (one per seed) |
+    | curve.mean/std/count | [K]         |
+    | returns, finished   | [S, E, K]    |
+
+    The trial length may differ from the one ``env_params`` trained with (the
     environment's ``params_for`` rebuilds the params, keeping its projection seed pool).
     """
     env_params = env.params_for(

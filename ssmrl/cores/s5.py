@@ -110,7 +110,7 @@ class S5Layer(nn.Module):
         if self.mixing == "full_glu":
             self.mix_value = nn.Dense(h)
         if self.input_decay:
-            # softplus(-4) = 0.018: at initialisation each step decays about as one step.
+            # softplus(-4) = 0.018: a fresh layer decays by about one plain step per step.
             self.decay = nn.Dense(p, bias_init=nn.initializers.constant(-4.0))
 
     def _system(self):
