@@ -83,7 +83,8 @@ def checks(results: dict, first: str, k_train: int) -> list[tuple[str, bool]]:
         )
 
     if k >= 2:
-        paired(slice(0, 1), slice(1, k_train), f"{first}: episodes 2-{k_train} minus episode 1")
+        last = min(k, k_train)
+        paired(slice(0, 1), slice(1, last), f"{first}: episodes 2-{last} minus episode 1")
     if k > k_train:
         text = f"{first}: episodes {k_train + 1}-{k} minus {k_train // 2 + 1}-{k_train}"
         paired(slice(k_train // 2, k_train), slice(k_train, k), text)
