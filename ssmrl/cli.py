@@ -421,10 +421,10 @@ def _evaluate_trials(ev, cfg, agent, carry0, params, keys, env, env_params) -> i
             fail(f"--held-out {held_out} is not a meta environment")
         if _spaces(e, p) != _spaces(env, env_params):
             fail(f"--held-out {held_out}: its spaces differ from those the agent was trained on")
-        run = evaluation.adaptation(
+        result = evaluation.adaptation(
             agent.act, carry0, e, p, ev.episodes, k, params, keys, ev.greedy
         )
-        curves[name] = run.curve
+        curves[name] = result.curve
     print(f"{ev.episodes} trials of {k} episodes per seed; mean return by episode in the trial:")
     names = list(curves)
     print("episode  " + "  ".join(f"{n:>32s}" for n in names))
