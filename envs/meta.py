@@ -145,6 +145,8 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         normalize: map each observation entry with finite bounds (both below
             `UNBOUNDED`) from ``[low, high]`` to ``[-1, 1]`` before projecting, so that
             a task's units do not decide which entries the projection drowns out.
+        permute_actions: draw a random permutation of the actions of an all-discrete
+            set each trial; False passes the agent's action through unchanged.
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         episodes_per_trial: int = 16,
         repeat_start: bool = False,
         normalize: bool = True,
+        permute_actions: bool = True,
     ):
         super().__init__()
         tasks = tuple(tasks)
@@ -169,6 +172,7 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
             raise ValueError("obs_size, episodes_per_trial and episode_steps must be >= 1")
         self.tasks, self.obs_size, self.projection = tasks, obs_size, projection
         self.episodes_per_trial, self.repeat_start = episodes_per_trial, repeat_start
+        self.permute_actions = permute_actions
         self.envs, base_params = [], []
         for name in tasks:
             env, params = make(name)
@@ -255,7 +259,9 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         obs_proj = jnp.where(columns, w, 0.0)
         act_proj = jax.random.normal(key_act, (self.out_max, self.action_size))
         act_proj = act_proj / jnp.sqrt(self.action_size)
-        act_perm = jax.random.permutation(key_perm, max(self.n_max, 1))
+        act_perm = jnp.arange(max(self.n_max, 1))
+        if self.permute_actions:
+            act_perm = jax.random.permutation(key_perm, act_perm)
         return obs_proj, act_proj, act_perm
 
     def _task_action(self, i: int, action: jax.Array, state: MetaState) -> jax.Array:
@@ -374,14 +380,23 @@ def _factory(tasks: Sequence[str], **kwargs: Any):
 
 TASKS = {
     # The S5 paper's randomly projected CartPole: position-only CartPole (200 steps),
-    # an orthogonal projection to 4 numbers, every episode of a 16-episode trial
-    # starting from the same state.
+    # an orthogonal projection to 4 numbers, the agent's actions passed through as they
+    # are, every episode of a 16-episode trial starting from the same state.
     "ProjectedCartPole": _factory(
-        ("PositionOnlyCartPoleEasy",), obs_size=4, projection="orthogonal", repeat_start=True
+        ("PositionOnlyCartPoleEasy",),
+        obs_size=4,
+        projection="orthogonal",
+        repeat_start=True,
+        permute_actions=False,
     ),
     # Held out: the full-state CartPole (velocities seen, positions mixed in), same spaces.
     "ProjectedCartPoleHeldOut": _factory(
-        ("CartPole-v1",), obs_size=4, projection="orthogonal", repeat_start=True, episode_steps=200
+        ("CartPole-v1",),
+        obs_size=4,
+        projection="orthogonal",
+        repeat_start=True,
+        episode_steps=200,
+        permute_actions=False,
     ),
     # Train and held-out sets share the agent's spaces (13 observations, 3 actions).
     "MetaControl": _factory(TRAIN_TASKS, action_size=3, episode_steps=200),

@@ -15,7 +15,8 @@ from ssmrl import cores
 class CoreConfig:
     """Which memory core to build and its size; fields a core lacks are ignored.
 
-    ``state_size``, ``blocks``, ``scan`` and ``input_decay`` apply to S5 only.
+    ``state_size``, ``blocks``, ``scan``, ``input_decay`` and the range ``dt_min`` ..
+    ``dt_max`` of the initial step sizes (timescales) apply to S5 only.
     """
 
     name: str = "s5"
@@ -25,6 +26,8 @@ class CoreConfig:
     blocks: int = 1
     scan: str = "auto"
     input_decay: bool = False
+    dt_min: float = 0.001
+    dt_max: float = 0.1
 
     def build(self) -> nn.Module:
         """The flax module; raises ValueError for an unknown name or impossible sizes."""

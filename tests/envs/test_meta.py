@@ -153,6 +153,14 @@ def test_discrete_actions_are_permuted():
         np.testing.assert_allclose(float(new.base[0].x_dot), float(ref.x_dot), rtol=1e-6)
 
 
+def test_permute_actions_false_passes_actions_through():
+    env = MetaEnv(("CartPole-v1", "Acrobot-v1"), permute_actions=False)
+    for k in range(4):
+        _, state = env.reset(jax.random.PRNGKey(k), env.default_params)
+        np.testing.assert_array_equal(np.asarray(state.act_perm), [0, 1, 2])
+        assert [int(env._task_action(0, jnp.int32(a), state)) for a in range(3)] == [0, 1, 0]
+
+
 def test_mixed_task_set_shapes_and_bad_actions_stay_finite():
     env, params = ssmrl.envs.make("MetaControl")
     held_env, held_params = ssmrl.envs.make("MetaControlHeldOut")
@@ -196,6 +204,7 @@ def test_repeat_start_restarts_every_episode_from_the_trial_start(repeat_start):
 def test_projected_cartpole_is_the_papers_layout():
     env, params = ssmrl.envs.make("ProjectedCartPole")
     assert env.tasks == ("PositionOnlyCartPoleEasy",) and env.repeat_start
+    assert not env.permute_actions
     assert params.episodes_per_trial == 16 and params.base[0].max_steps_in_episode == 200
     assert env.observation_space(params).shape == (5,) and env.action_space(params).n == 2
     _, state = env.reset(jax.random.PRNGKey(0), params)
