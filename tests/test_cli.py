@@ -40,7 +40,11 @@ def test_help_lists_commands_and_flags(capsys):
 @pytest.mark.parametrize(
     "yaml,flags,message",
     [
-        ("core:\n  width: 8\n", [], "c.yaml: unknown key core.width; allowed: blocks, dt_max, dt_min, features,"),
+        (
+            "core:\n  width: 8\n",
+            [],
+            "c.yaml: unknown key core.width; allowed: blocks, dt_max, dt_min, features,",
+        ),
         ("num_envs: many\n", [], "c.yaml: num_envs: expected int, got 'many' (str)"),
         ("optim:\n  anneal_lr: 1\n", [], "optim.anneal_lr: expected bool, got 1 (int)"),
         ("", ["--num-envs", "6"], "num_minibatches=4 must divide num_envs=6"),
