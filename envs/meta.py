@@ -16,7 +16,8 @@ from experience within the trial: in-context reinforcement learning.
   first observation of every episode within the trial, 0.0 otherwise.
 - **Action**: when every task is discrete, ``Discrete(n_max)`` and the task receives
   ``perm[a] mod n`` for a random permutation ``perm`` of ``n_max`` actions (a
-  plain permutation when the task has ``n_max`` actions). Otherwise the action is
+  plain permutation when the task has ``n_max`` actions; the identity with
+  ``permute_actions=False``). Otherwise the action is
   ``Box(-1, 1, (action_size,))``; a random ``N(0, 1 / action_size)`` matrix maps it
   to ``u``; a continuous task receives ``clip(u, -1, 1)`` rescaled to its bounds, a
   discrete one ``argmax(u[:n])``.
