@@ -379,25 +379,19 @@ def _factory(tasks: Sequence[str], **kwargs: Any):
     return build
 
 
+# The projected CartPole layout its training and held-out sets share.
+_PROJECTED_CARTPOLE = dict(
+    obs_size=4, projection="orthogonal", repeat_start=True, permute_actions=False
+)
+
 TASKS = {
     # The S5 paper's randomly projected CartPole: position-only CartPole (200 steps),
     # an orthogonal projection to 4 numbers, the agent's actions passed through as they
     # are, every episode of a 16-episode trial starting from the same state.
-    "ProjectedCartPole": _factory(
-        ("PositionOnlyCartPoleEasy",),
-        obs_size=4,
-        projection="orthogonal",
-        repeat_start=True,
-        permute_actions=False,
-    ),
+    "ProjectedCartPole": _factory(("PositionOnlyCartPoleEasy",), **_PROJECTED_CARTPOLE),
     # Held out: the full-state CartPole (velocities seen, positions mixed in), same spaces.
     "ProjectedCartPoleHeldOut": _factory(
-        ("CartPole-v1",),
-        obs_size=4,
-        projection="orthogonal",
-        repeat_start=True,
-        episode_steps=200,
-        permute_actions=False,
+        ("CartPole-v1",), episode_steps=200, **_PROJECTED_CARTPOLE
     ),
     # Train and held-out sets share the agent's spaces (13 observations, 3 actions).
     "MetaControl": _factory(TRAIN_TASKS, action_size=3, episode_steps=200),
