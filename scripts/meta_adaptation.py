@@ -51,11 +51,13 @@ def train_core(settings, core: str, out: Path):
     return agent, cfg, summary.state.train_state.params
 
 
-def evaluate(agent, cfg, params, env_name: str, episodes: int, trials: int, seeds: int):
+def evaluate(agent, cfg, params, env_name: str, episodes: int, trials: int, seeds: int, greedy):
     env, env_params = make_env(env_name)
     carry0 = cfg.core.build().initialize_carry(trials)
     keys = seed_keys(12345, seeds)
-    return evaluation.adaptation(agent.act, carry0, env, env_params, trials, episodes, params, keys)
+    return evaluation.adaptation(
+        agent.act, carry0, env, env_params, trials, episodes, params, keys, greedy
+    )
 
 
 def _trial_means(result: evaluation.Adaptation) -> np.ndarray:
@@ -110,6 +112,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=32, help="episodes per trial")
     parser.add_argument("--trials", type=int, default=256, help="evaluation trials per seed")
     parser.add_argument("--out", type=Path, default=Path("results/meta"))
+    parser.add_argument(
+        "--greedy", action="store_true", help="evaluate with the policy's mode, not samples"
+    )
     args = parser.parse_args()
     try:
         settings = load_settings(
@@ -132,7 +137,14 @@ def main() -> None:
         agent, cfg, params = train_core(settings, core, args.out)
         for label, name in sets.items():
             results[f"{core} {label}"] = evaluate(
-                agent, cfg, params, name, args.eval_episodes, args.trials, settings.run.seeds
+                agent,
+                cfg,
+                params,
+                name,
+                args.eval_episodes,
+                args.trials,
+                settings.run.seeds,
+                args.greedy,
             )
     curves = {name: result.curve for name, result in results.items()}
 
@@ -156,9 +168,10 @@ def main() -> None:
         encoding="utf-8",
     )
     hp = settings.hparams
+    actions = "greedy" if args.greedy else "sampled"
     print(
         f"\nReturn by episode within a trial ({args.trials} trials x {settings.run.seeds} seeds, "
-        f"trained on {k_train}-episode trials for {hp.total_timesteps:,} steps)"
+        f"{actions} actions, trained on {k_train}-episode trials for {hp.total_timesteps:,} steps)"
     )
     print(md)
     for text, met in checks(results, names[0], k_train):
