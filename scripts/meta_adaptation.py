@@ -2,6 +2,7 @@
 
     python scripts/meta_adaptation.py                         # projected CartPole, s5 gru mlp
     python scripts/meta_adaptation.py --config configs/meta/control.yaml --cores s5 gru
+    python scripts/meta_adaptation.py --greedy                # evaluate with the mode
 
 Each core trains with the preset's settings (seeds vmapped) in ``OUT/runs/ENV-CORE``
 (rerunning with the same settings continues or reuses those runs). Then every core
@@ -51,12 +52,21 @@ def train_core(settings, core: str, out: Path):
     return agent, cfg, summary.state.train_state.params
 
 
-def evaluate(agent, cfg, params, env_name: str, episodes: int, trials: int, seeds: int, greedy):
+def evaluate(agent, cfg, params, env_name: str, args: argparse.Namespace, seeds: int):
+    """``args.trials`` trials per seed of ``args.eval_episodes`` episodes on ``env_name``."""
     env, env_params = make_env(env_name)
-    carry0 = cfg.core.build().initialize_carry(trials)
+    carry0 = cfg.core.build().initialize_carry(args.trials)
     keys = seed_keys(12345, seeds)
     return evaluation.adaptation(
-        agent.act, carry0, env, env_params, trials, episodes, params, keys, greedy
+        agent.act,
+        carry0,
+        env,
+        env_params,
+        args.trials,
+        args.eval_episodes,
+        params,
+        keys,
+        args.greedy,
     )
 
 
@@ -137,14 +147,7 @@ def main() -> None:
         agent, cfg, params = train_core(settings, core, args.out)
         for label, name in sets.items():
             results[f"{core} {label}"] = evaluate(
-                agent,
-                cfg,
-                params,
-                name,
-                args.eval_episodes,
-                args.trials,
-                settings.run.seeds,
-                args.greedy,
+                agent, cfg, params, name, args, settings.run.seeds
             )
     curves = {name: result.curve for name, result in results.items()}
 
