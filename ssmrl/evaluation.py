@@ -155,12 +155,12 @@ def adaptation(
 ) -> Adaptation:
     """Play ``trials`` (E) trials of ``episodes_per_trial`` (K) episodes per seed.
 
-    | arg / result        | shape        |
-    |---------------------|--------------|
-    | carry0              | memory for E rows |
-    | params, keys        | [S] (one per seed) |
-    | curve.mean/std/count | [K]         |
-    | returns, finished   | [S, E, K]    |
+    | arg / result         | shape              |
+    |----------------------|--------------------|
+    | carry0               | memory for E rows  |
+    | params, keys         | [S] (one per seed) |
+    | curve.mean/std/count | [K]                |
+    | returns, finished    | [S, E, K]          |
 
     The trial length may differ from the one ``env_params`` trained with (the
     environment's ``params_for`` rebuilds the params, keeping its projection seed pool).
