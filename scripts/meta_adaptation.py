@@ -3,6 +3,7 @@
     python scripts/meta_adaptation.py                         # projected CartPole, s5 gru mlp
     python scripts/meta_adaptation.py --config configs/meta/control.yaml --cores s5 gru
     python scripts/meta_adaptation.py --greedy                # evaluate with the mode
+    python scripts/meta_adaptation.py --solved 0.99           # also success transitions
 
 Each core trains with the preset's settings (seeds vmapped) in ``OUT/runs/ENV-CORE``
 (rerunning with the same settings continues or reuses those runs). Then every core
@@ -19,6 +20,12 @@ its standard error and counts as met only when the difference exceeds two of the
 windows of one core are compared within each trial, which removes the large spread
 between easy and hard trials. With the default 256 trials per seed the standard error of
 these differences is about 0.01 on the projected CartPole.
+
+With ``--solved R`` an episode returning at least R counts as solved, and each core's
+success transitions are printed per window: how often an episode is solved after a
+solved one and after a failed one (`evaluation.transitions`). A curve can keep rising
+late in a trial only if their difference, the share of the gap to the stationary
+success rate left after each episode, is close to 1.
 """
 
 from __future__ import annotations
@@ -110,6 +117,24 @@ def checks(results: dict, first: str, k_train: int) -> list[tuple[str, bool]]:
     return out
 
 
+def transition_table(results: dict, threshold: float, k_train: int) -> str:
+    """Markdown: per core and window, P(solved | solved before), P(solved | failed before)."""
+    lines = [
+        "| core, tasks | episodes | after solved | after failed | difference | solved |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, res in results.items():
+        k = res.returns.shape[-1]
+        bounds = [(2, k_train), (k_train + 1, k)] if k > k_train else [(2, k)]
+        for lo, hi in bounds:
+            t = evaluation.transitions(res.returns, res.finished, threshold, slice(lo - 1, hi))
+            lines.append(
+                f"| {name} | {lo}-{hi} | {t.after_solved:.3f} | {t.after_failed:.3f} "
+                f"| {t.mixing:.3f} | {t.solved:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = Path(__file__).resolve().parents[1]
@@ -124,6 +149,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/meta"))
     parser.add_argument(
         "--greedy", action="store_true", help="evaluate with the policy's mode, not samples"
+    )
+    parser.add_argument(
+        "--solved", type=float, help="print success transitions; solved = return >= this"
     )
     args = parser.parse_args()
     try:
@@ -179,6 +207,9 @@ def main() -> None:
     print(md)
     for text, met in checks(results, names[0], k_train):
         print(f"{'met    ' if met else 'NOT MET'}  {text}")
+    if args.solved is not None:
+        print(f"\nSuccess transitions (solved: return >= {args.solved})")
+        print(transition_table(results, args.solved, k_train))
     print(f"\nwritten: {args.out / 'adaptation.md'}, adaptation.json, adaptation.png")
 
 

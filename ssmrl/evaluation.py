@@ -224,6 +224,53 @@ def window_difference(returns: Any, finished: Any, a: slice, b: slice) -> Differ
     return Difference(float(d.mean()), stderr, n)
 
 
+class Transitions(NamedTuple):
+    """Whether an episode is solved, given whether the episode before it was."""
+
+    after_solved: float  # P(episode k solved | episode k-1 solved); NaN without such pairs
+    after_failed: float  # P(episode k solved | episode k-1 not solved)
+    solved: float  # fraction of the window's episodes solved
+    pairs: int  # (k-1, k) pairs counted
+
+    @property
+    def mixing(self) -> float:
+        """``after_solved - after_failed``: how much of the gap to the stationary rate is left
+        after one more episode. Near 1 the success rate is still changing many episodes
+        later; near 0 it settles within an episode or two."""
+        return self.after_solved - self.after_failed
+
+
+def transitions(returns: Any, finished: Any, threshold: float, window: slice) -> Transitions:
+    """Success transitions between consecutive episodes of a trial.
+
+    | arg       | shape / type | meaning                                              |
+    |-----------|--------------|------------------------------------------------------|
+    | returns   | [..., K]     | return of every episode (leading axes: trials)       |
+    | finished  | [..., K]     | whether each episode finished                        |
+    | threshold | float        | an episode returning at least this much is solved    |
+    | window    | slice of K   | episodes k paired with k-1 (so not episode 0)        |
+
+    Viewed as a two-state Markov chain, the success rate moves towards its stationary
+    value ``after_failed / (after_failed + 1 - after_solved)`` by the factor ``mixing``
+    per episode. Pairs with an unfinished episode are left out.
+    """
+    r = np.asarray(returns, np.float64).reshape(-1, np.shape(returns)[-1])
+    f = np.asarray(finished, bool).reshape(r.shape)
+    k = np.arange(r.shape[1])[window]
+    if k.size == 0 or k[0] < 1:
+        raise ValueError(f"window {window} must be non-empty and start after episode 0")
+    now, before = r[:, k] >= threshold, r[:, k - 1] >= threshold
+    keep = f[:, k] & f[:, k - 1]
+
+    def rate(mask):
+        n = (mask & keep).sum()
+        return float((now & mask & keep).sum() / n) if n else float("nan")
+
+    pairs = int(keep.sum())
+    solved = float(now[keep].mean()) if pairs else float("nan")
+    return Transitions(rate(before), rate(~before), solved, pairs)
+
+
 def save_curves(curves: dict[str, Curve], path: str | os.PathLike, title: str = "") -> Path:
     """Write ``path`` (.png) and the same name with .json: one line per named curve."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

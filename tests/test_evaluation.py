@@ -105,6 +105,24 @@ def test_window_difference_pairs_episodes_within_each_trial():
         evaluation.window_difference(returns, finished, slice(0, 2), slice(4, 8))
 
 
+def test_transitions_count_success_after_success_and_after_failure():
+    # Solved = return >= 1. Trial 1: S F S S; trial 2: F F S F; trial 3: S S ? S.
+    returns = np.array([[1.0, 0.2, 1.0, 1.0], [0.5, 0.1, 1.0, 0.3], [1.0, 1.0, 0.0, 1.0]])
+    finished = np.ones_like(returns, bool)
+    finished[2, 2] = False
+    t = evaluation.transitions(returns, finished, 1.0, slice(1, 4))
+    # Pairs (k-1, k) with both finished: trial 1 SF FS SS, trial 2 FF FS SF, trial 3 SS.
+    # After a success: SF SS SF SS -> 2 of 4; after a failure: FS FF FS -> 2 of 3.
+    assert t.pairs == 7
+    np.testing.assert_allclose([t.after_solved, t.after_failed], [0.5, 2 / 3])
+    np.testing.assert_allclose(t.solved, 4 / 7)
+    np.testing.assert_allclose(t.mixing, 0.5 - 2 / 3)
+    late = evaluation.transitions(returns, finished, 1.0, slice(3, 4))  # SS, SF only
+    assert late.pairs == 2 and late.after_solved == 0.5 and np.isnan(late.after_failed)
+    with pytest.raises(ValueError, match="start after episode 0"):
+        evaluation.transitions(returns, finished, 1.0, slice(0, 2))
+
+
 def test_eval_of_a_meta_run_writes_the_adaptation_curve(tmp_path, capsys):
     run_dir = tmp_path / "meta"
     tiny = [

@@ -63,3 +63,16 @@ def test_evaluation_only_to_the_training_length_has_no_past_check():
     checks = meta_adaptation.checks(results, "s5 training", k_train=16)
     assert len(checks) == 1
     assert checks[0][1]
+
+
+def test_transition_table_has_a_row_per_core_and_window():
+    returns = np.array([[[1.0, 0.0, 1.0, 1.0, 1.0, 0.0]]])  # one seed, one trial of 6
+    res = evaluation.Adaptation(
+        evaluation.summarize(returns, returns >= 0), returns, np.ones_like(returns, bool)
+    )
+    table = meta_adaptation.transition_table({"s5 training": res}, 1.0, k_train=4)
+    rows = table.splitlines()[2:]
+    # Episodes 2-4: pairs SF FS SS -> after solved 1/2, after failed 1/1, 2 of 3 solved.
+    assert rows[0] == "| s5 training | 2-4 | 0.500 | 1.000 | -0.500 | 0.667 |"
+    # Episodes 5-6: pairs SS SF -> after solved 1/2, no failure before, 1 of 2 solved.
+    assert rows[1] == "| s5 training | 5-6 | 0.500 | nan | nan | 0.500 |"
