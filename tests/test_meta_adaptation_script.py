@@ -29,20 +29,31 @@ def _met(checks):
     return [met for _, met in checks]
 
 
-def test_a_rising_curve_meets_all_three_checks():
+def test_a_rising_curve_meets_all_four_checks():
     rising = np.linspace(0.3, 0.9, 32)
     results = {"s5 training": _result(rising), "mlp training": _result(np.full(32, 0.3), seed=1)}
     checks = meta_adaptation.checks(results, "s5 training", k_train=16)
-    assert len(checks) == 3
-    assert _met(checks) == [True, True, True]
+    assert len(checks) == 4
+    assert _met(checks) == [True, True, True, True]
     assert "episodes 2-16 minus episode 1" in checks[0][0]
     assert "episodes 17-32 minus 9-16" in checks[1][0]
+    assert "episodes 25-32 minus 17-24" in checks[2][0]
 
 
-def test_a_plateau_from_episode_8_fails_only_the_second_check():
+def test_a_plateau_from_episode_8_fails_both_checks_past_the_training_length():
     curve = np.concatenate([np.linspace(0.3, 0.8, 8), np.full(24, 0.8)])
     results = {"s5 training": _result(curve), "mlp training": _result(np.full(32, 0.3), seed=1)}
-    assert _met(meta_adaptation.checks(results, "s5 training", k_train=16)) == [True, False, True]
+    met = _met(meta_adaptation.checks(results, "s5 training", k_train=16))
+    assert met == [True, False, False, True]
+
+
+def test_a_curve_that_peaks_after_the_training_length_then_falls_fails_the_last_half():
+    # Rises to episode 20, then gives back a fifth of the gain by episode 32: the
+    # episodes past 16 still beat 9-16 on average, but do not keep rising.
+    curve = np.concatenate([np.linspace(0.3, 0.8, 20), np.linspace(0.79, 0.7, 12)])
+    results = {"s5 training": _result(curve), "mlp training": _result(np.full(32, 0.3), seed=1)}
+    met = _met(meta_adaptation.checks(results, "s5 training", k_train=16))
+    assert met == [True, True, False, True]
 
 
 def test_the_mlp_check_compares_the_same_task_set_and_is_left_out_without_an_mlp():
@@ -53,9 +64,9 @@ def test_the_mlp_check_compares_the_same_task_set_and_is_left_out_without_an_mlp
         "mlp held out": _result(np.full(32, 0.1), seed=2),
     }
     checks = meta_adaptation.checks(results, "s5 held out", k_train=16)
-    assert "mlp held out" in checks[2][0]
-    assert checks[2][1]
-    assert len(meta_adaptation.checks({"s5 held out": _result(curve)}, "s5 held out", 16)) == 2
+    assert "mlp held out" in checks[3][0]
+    assert checks[3][1]
+    assert len(meta_adaptation.checks({"s5 held out": _result(curve)}, "s5 held out", 16)) == 3
 
 
 def test_evaluation_only_to_the_training_length_has_no_past_check():
