@@ -32,6 +32,7 @@ from ssmrl.config import CoreConfig, OptimConfig
 from ssmrl.linalg import orthogonal_init
 from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
 from ssmrl.returns import gae, next_values_from
+from ssmrl.trial_info import TRIAL_EPISODE_DONE
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class Config:
     ent_coef: float = 0.01
     head_width: int = 64
     # Meta environments: True makes each episode of a trial its own return (GAE stops
-    # where info["trial_episode_terminated"]), while memory still spans the trial;
-    # False lets returns flow across the episodes of a trial.
+    # at every episode end inside a trial, info[TRIAL_EPISODE_DONE], whether the task
+    # terminated or hit its time limit), while memory still spans the trial; False
+    # lets returns flow across the episodes of a trial. A trial's end is terminal.
     episode_returns: bool = False
     # With episode_returns: the value of the next episode of the trial, discounted by
     # this factor, is added to the return of an episode that ends inside a trial (0: each
@@ -265,12 +267,12 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         done = terminated | truncated
         discount = jnp.ones(n_envs)
         if cfg.episode_returns:
-            if "trial_episode_terminated" not in info:
+            if TRIAL_EPISODE_DONE not in info:
                 raise ValueError(
                     "episode_returns=True needs a meta environment (one whose info reports "
-                    "'trial_episode_terminated'); this env does not"
+                    f"{TRIAL_EPISODE_DONE!r}); this env does not"
                 )
-            inner_end = info["trial_episode_terminated"] & ~terminated
+            inner_end = info[TRIAL_EPISODE_DONE] & ~done
             discount = jnp.where(inner_end, cfg.next_episode_discount, 1.0)
         transition = Transition(
             obs=runner.obs,

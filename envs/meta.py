@@ -26,15 +26,18 @@ from experience within the trial: in-context reinforcement learning.
   times the episode length or `EPISODE_REWARD_BOUNDS`, so an episode's return is
   O(1); 1 for tasks in neither).
 - **Episodes and trials**: an episode that ends inside a trial resets the task's
-  state but not the task or projections, and is not an episode end for the agent:
-  ``terminated`` and ``truncated`` are True only on the last step of a trial, from
-  how its last episode ended. Memory is therefore reset only at trial starts (the
-  is-first flag of ``ssmrl.envs.wrappers.PreviousActionReward``), and returns flow
-  across the episodes of a trial.
-- ``info``: ``trial_episode_done`` (an episode of the trial ended on this step),
-  ``trial_episode_terminated`` (it ended by the task's termination, not its time limit),
-  ``trial_episode_index`` (its index in the trial) and ``trial_episode_return`` (its scaled
-  return): what the in-context adaptation curve needs.
+  state but not the task or projections, and is not an episode end for the agent.
+  The last step of a trial is ``terminated``, however its last episode ended (by the
+  task's termination or its time limit), and nothing is ever ``truncated``: the number
+  of episodes in a trial is part of the meta-task, and the agent can count them through
+  the ``episode_start`` flag, so nothing follows a trial's end to bootstrap from.
+  Memory is reset only at trial starts (the is-first flag of
+  ``ssmrl.envs.wrappers.PreviousActionReward``).
+- ``info`` (keys named by the constants below, from `ssmrl.trial_info`):
+  `TRIAL_EPISODE_DONE` (an episode of the trial ended on this step, by termination or
+  time limit), `TRIAL_EPISODE_TERMINATED` (it ended by the task's termination),
+  `TRIAL_EPISODE_INDEX` (its index in the trial) and `TRIAL_EPISODE_RETURN` (its scaled
+  return): the per-episode return boundaries and the in-context adaptation curve.
 
 ``MetaParams.seed_pool_size > 0`` draws the projections from a finite pool of seeds
 ``seed_pool_start .. seed_pool_start + seed_pool_size - 1`` (e.g. train on one
@@ -56,6 +59,23 @@ from ssmrl.envs.dmc import PAPER_HELD_OUT_TASKS, PAPER_TRAIN_TASKS
 from ssmrl.envs.dmc import PREFIX as DMC_PREFIX
 from ssmrl.envs.registry import make
 from ssmrl.linalg import orthonormal
+from ssmrl.trial_info import (
+    TRIAL_EPISODE_DONE,
+    TRIAL_EPISODE_INDEX,
+    TRIAL_EPISODE_RETURN,
+    TRIAL_EPISODE_TERMINATED,
+)
+
+__all__ = [
+    "HELD_OUT",
+    "TRIAL_EPISODE_DONE",
+    "TRIAL_EPISODE_INDEX",
+    "TRIAL_EPISODE_RETURN",
+    "TRIAL_EPISODE_TERMINATED",
+    "MetaEnv",
+    "MetaParams",
+    "MetaState",
+]
 
 # Largest |reward| of one step; the default scale is 1 / (bound * episode length).
 STEP_REWARD_BOUNDS = {
@@ -91,7 +111,6 @@ class MetaState(environment.EnvState):
     start_key: jax.Array  # the key of the trial's first reset (reused by repeat_start)
     episode: jax.Array  # int32 index of the current episode within the trial
     episode_return: jax.Array  # scaled return of the current episode so far
-    truncated: jax.Array  # the trial ended with a truncated episode
     time: int  # steps taken in the trial
 
 
@@ -304,7 +323,6 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
             start_key=key_base,
             episode=jnp.int32(0),
             episode_return=jnp.float32(0.0),
-            truncated=jnp.bool_(False),
             time=0,
         )
         return self._obs(state, raw, jnp.bool_(True)), state
@@ -349,23 +367,22 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         raw = jnp.where(next_episode, obs_reset, obs)
         episode_return = state.episode_return + reward
         info = {
-            "trial_episode_done": episode_done,
-            "trial_episode_terminated": terminated,
-            "trial_episode_index": state.episode,
-            "trial_episode_return": episode_return,
+            TRIAL_EPISODE_DONE: episode_done,
+            TRIAL_EPISODE_TERMINATED: terminated,
+            TRIAL_EPISODE_INDEX: state.episode,
+            TRIAL_EPISODE_RETURN: episode_return,
         }
         state = state.replace(
             base=base,
             episode=state.episode + next_episode.astype(jnp.int32),
             episode_return=jnp.where(episode_done, 0.0, episode_return),
-            truncated=episode_done & last & ~terminated,
             time=state.time + 1,
         )
-        trial_terminated = episode_done & last & terminated
-        return self._obs(state, raw, next_episode), state, reward, trial_terminated, info
+        trial_end = episode_done & last
+        return self._obs(state, raw, next_episode), state, reward, trial_end, info
 
     def is_truncated(self, state: MetaState, params: MetaParams) -> jax.Array:
-        return state.truncated
+        return jnp.bool_(False)  # a trial ends by its episode count: terminated
 
     def is_terminated(self, state: MetaState, params: MetaParams) -> jax.Array:
         return jnp.bool_(False)

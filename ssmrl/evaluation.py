@@ -7,8 +7,8 @@ greedy) -> (carry, action)``; the memory is reset only where the environment's
 ``terminated | truncated`` ended the previous step.
 
 An adaptation curve needs an environment whose episodes are trials of several
-episodes (`ssmrl.envs.meta`): its ``info`` reports ``trial_episode_done``,
-``trial_episode_index`` and ``trial_episode_return`` for each episode within a trial.
+episodes (`ssmrl.envs.meta`): its ``info`` reports the `ssmrl.trial_info` keys for each
+episode within a trial.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssmrl.driver import FAST_COMPILE
+from ssmrl.trial_info import TRIAL_EPISODE_DONE, TRIAL_EPISODE_INDEX, TRIAL_EPISODE_RETURN
 
 
 class Loop(NamedTuple):
@@ -121,9 +122,9 @@ def trial_returns(
 
     def accumulate(stats, live, reward, info):
         sums, ended = stats
-        hit = jnp.arange(k) == info["trial_episode_index"][:, None]
-        hit = hit & (info["trial_episode_done"] & live)[:, None]
-        return sums + jnp.where(hit, info["trial_episode_return"][:, None], 0.0), ended | hit
+        hit = jnp.arange(k) == info[TRIAL_EPISODE_INDEX][:, None]
+        hit = hit & (info[TRIAL_EPISODE_DONE] & live)[:, None]
+        return sums + jnp.where(hit, info[TRIAL_EPISODE_RETURN][:, None], 0.0), ended | hit
 
     run = _rollout(act, carry0, env, env_params, trials, greedy, accumulate, (zeros, zeros > 0))
 

@@ -134,12 +134,13 @@ class S5Layer(nn.Module):
         """Λ̄, or with ``input_decay`` the per-step ``Λ̄ |Λ̄|^softplus(W u + b)``.
 
         The extra factor shrinks the state's magnitude as if ``softplus(...)`` more
-        steps had passed, without turning its phase, so ``|a| <= |Λ̄|`` stays stable.
+        steps had passed, without turning its phase. It uses ``min(log|Λ̄|, 0)``, so
+        it never amplifies: where ``|Λ̄| > 1`` (``Re λ > 0`` without ``clip_eigs``) it is 1.
         """
         if not self.input_decay:
             return lam_bar
         extra = nn.softplus(self.decay(u))
-        return lam_bar * jnp.exp(extra * jnp.log(jnp.abs(lam_bar)))
+        return lam_bar * jnp.exp(extra * jnp.minimum(jnp.log(jnp.abs(lam_bar)), 0.0))
 
     def _finish(self, h, y):
         out = h + y

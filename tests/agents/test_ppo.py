@@ -16,6 +16,7 @@ from gymnax.environments import environment, spaces
 from ssmrl.agents import ppo
 from ssmrl.config import CoreConfig
 from ssmrl.envs.wrappers import EpisodeStatistics
+from ssmrl.returns import gae
 
 
 @struct.dataclass
@@ -161,35 +162,69 @@ def test_config_errors(change, match):
         replace(TINY, **change).validate()
 
 
-def test_episode_returns_end_returns_at_terminations_inside_a_trial():
+def test_episode_returns_end_returns_at_every_episode_end_inside_a_trial():
     from ssmrl.envs.meta import MetaEnv
     from ssmrl.envs.wrappers import PreviousActionReward
 
-    meta = MetaEnv(("CartPole-v1",), episode_steps=50, episodes_per_trial=8)
+    # 12-step episodes: random CartPole play falls after ~10-25 steps, so inner episodes
+    # end both ways (the pole falls, or the time limit), and the 4-episode trials (at
+    # most 48 steps) end inside a 64-step rollout.
+    meta = MetaEnv(("CartPole-v1",), episode_steps=12, episodes_per_trial=4)
     env, params = EpisodeStatistics(PreviousActionReward(meta)), meta.default_params
-    cfg = replace(TINY, core=CoreConfig(name="mlp", features=16), num_steps=64, total_timesteps=256)
+    cfg = replace(TINY, core=CoreConfig(name="mlp", features=16), num_steps=64, total_timesteps=512)
+    cfg = replace(cfg, num_envs=8, num_minibatches=2)
     runs = {}
     for flag, next_discount in ((False, 0.0), (True, 0.0), (True, 0.25)):
         change = dict(episode_returns=flag, next_episode_discount=next_discount)
         agent = ppo.make_agent(replace(cfg, **change), env, params)
         runner = agent.init(jax.random.PRNGKey(0))
         runs[flag, next_discount] = jax.jit(agent.rollout)(runner)[1]
-    # Same key, same policy: one rollout, read three ways. Random CartPole play falls
-    # within ~25 steps, so the 8-episode trials do not end inside 64 steps.
+    # Same key, same policy: one rollout, read three ways.
     across, alone, partly = runs[False, 0.0], runs[True, 0.0], runs[True, 0.25]
     inner = np.asarray(alone.discount) == 0.0
-    assert inner.any() and np.all(np.asarray(across.discount) == 1.0)
+    assert np.all(np.asarray(across.discount) == 1.0)
     np.testing.assert_array_equal(np.asarray(partly.discount), np.where(inner, 0.25, 1.0))
-    assert not np.asarray(alone.terminated).any(), "only a trial end terminates"
     np.testing.assert_array_equal(alone.reward, across.reward)
     np.testing.assert_array_equal(np.asarray(alone.reset), np.asarray(across.reset))
-    assert not np.asarray(alone.reset)[1:].any(), "memory is reset at trial starts only"
-    # Returns end exactly where the next observation starts a new episode of the trial
-    # (all of them falls: none reaches 50 steps).
+    # A trial's end is terminal, never truncated; memory resets only after it.
+    terminated = np.asarray(alone.terminated)
+    assert terminated[:, :].any(axis=0).all() and not np.asarray(alone.truncated).any()
+    np.testing.assert_array_equal(np.asarray(alone.reset)[1:], terminated[:-1])
+    assert not (inner & terminated).any()
+    # Returns end exactly where the next observation starts a new episode (of this trial
+    # or, after a terminal step, of the next one),
+    # and inner episodes end both by falling (< 12 steps) and by the time limit (12).
     episode_start = np.asarray(alone.obs[1:, :, meta.obs_size]) > 0.5
-    np.testing.assert_array_equal(inner[:-1], episode_start)
+    np.testing.assert_array_equal(inner[:-1] | terminated[:-1], episode_start)
+    lengths = []
+    for b in range(cfg.num_envs):
+        starts = np.flatnonzero(np.asarray(alone.obs[:, b, meta.obs_size]) > 0.5)
+        lengths += list(np.diff(starts))
+    assert 12 in lengths and min(lengths) < 12
+    # GAE: no advantage flows back across an inner episode end (discount 0) or a trial end.
+    t, b = map(int, np.argwhere(inner[:-1])[0])
+    bumped = alone._replace(reward=alone.reward.at[t + 1, b].add(100.0))
+    base = gae(
+        alone.reward,
+        alone.value,
+        alone.value,
+        alone.terminated,
+        alone.truncated,
+        cfg.gamma * alone.discount,
+        cfg.gae_lambda,
+    ).advantages
+    moved = gae(
+        bumped.reward,
+        bumped.value,
+        bumped.value,
+        bumped.terminated,
+        bumped.truncated,
+        cfg.gamma * bumped.discount,
+        cfg.gae_lambda,
+    ).advantages
+    np.testing.assert_array_equal(np.asarray(base)[: t + 1, b], np.asarray(moved)[: t + 1, b])
 
-    with pytest.raises(ValueError, match="trial_episode_terminated"):
+    with pytest.raises(ValueError, match="trial_episode_done"):
         env, params = _env("discrete")
         agent = ppo.make_agent(replace(TINY, episode_returns=True), env, params)
         agent.rollout(agent.init(jax.random.PRNGKey(0)))

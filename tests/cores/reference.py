@@ -77,7 +77,7 @@ def s5(params, cfg, carry, xs, resets):
             a = lam_bar
             if cfg.get("input_decay"):
                 extra = np.logaddexp(0.0, dense(u, p["decay"]))  # softplus
-                a = lam_bar * np.abs(lam_bar) ** extra
+                a = lam_bar * np.minimum(np.abs(lam_bar), 1.0) ** extra  # never amplifies
             x = np.where(resets[t][:, None], bu, a * carry[:, i] + bu)
             carry[:, i] = x
             scale = 2.0 if cfg["conj_sym"] else 1.0

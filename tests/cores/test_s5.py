@@ -160,3 +160,34 @@ def test_encoder_width_is_independent_of_state_size():
     params = jax.jit(core.init)(jax.random.PRNGKey(0), carry, xs, resets)
     carry, ys = jax.jit(core.apply)(params, carry, xs, resets)
     assert ys.shape == (3, 2, 24) and carry.shape == (2, 1, 4)
+
+
+def test_input_decay_never_amplifies_an_unstable_state():
+    """With ``Re(λ) > 0`` (|Λ̄| > 1), the input-dependent factor is 1, not |Λ̄|^extra."""
+    core = cores.make(
+        "s5", features=4, num_layers=1, state_size=4, input_decay=True, scan="sequential"
+    )
+    carry = core.initialize_carry(1)
+    xs, resets = jnp.ones((1, 1, 2)), jnp.zeros((1, 1), bool)
+    params = jax.jit(core.init)(jax.random.PRNGKey(0), carry, xs, resets)
+    layer = params["params"]["layers_0"]
+    layer["lambda_re"] = jnp.full_like(layer["lambda_re"], 0.5)
+    layer["decay"]["bias"] = jnp.full_like(layer["decay"]["bias"], 3.0)  # extra ~ 3 steps
+    layer["decay"]["kernel"] = jnp.zeros_like(layer["decay"]["kernel"])
+    bound = core.clone(parent=None).bind(params)
+    lam_bar, _, _ = bound.layers[0]._system()
+    u = jnp.ones((1, 4))
+    a = bound.layers[0]._factor(lam_bar, u)
+    np.testing.assert_allclose(np.abs(np.asarray(lam_bar)), np.exp(0.5 * step_of(layer)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(a)[0], np.asarray(lam_bar), rtol=1e-6)
+    # Where |Λ̄| < 1 the factor still shrinks: |a| = |Λ̄|^(1 + softplus(3)).
+    layer["lambda_re"] = jnp.full_like(layer["lambda_re"], -0.5)
+    bound = core.clone(parent=None).bind(params)
+    lam_bar, _, _ = bound.layers[0]._system()
+    a = bound.layers[0]._factor(lam_bar, u)
+    want = np.abs(np.asarray(lam_bar)) ** (1.0 + np.log1p(np.exp(3.0)))
+    np.testing.assert_allclose(np.abs(np.asarray(a))[0], want, rtol=1e-5)
+
+
+def step_of(layer):
+    return np.exp(np.asarray(layer["log_step"]))
