@@ -1,4 +1,4 @@
-"""Generalised advantage estimation with gymnax's auto-reset alignment.
+"""Generalised advantage estimation with gymnax's auto-reset alignment, and TD(λ) returns.
 
 At step ``t`` the agent saw ``obs[t]`` (value ``values[t]``), received ``rewards[t]``, and
 then one of three things happened:
@@ -11,6 +11,9 @@ then one of three things happened:
 
 ``next_values[t]`` is the value of whatever state followed step ``t``; build it with
 :func:`next_values_from`. Every array is time-major; any trailing batch dims are allowed.
+
+:func:`lambda_returns` computes the TD(λ) value targets DreamerV3 trains its critic on
+from imagined rollouts, where a continue flag (or probability) replaces the two flags.
 """
 
 from __future__ import annotations
@@ -104,3 +107,64 @@ def gae(
 
     _, advantages = jax.lax.scan(step, jnp.zeros(shape[1:], dtype), (deltas, decay), reverse=True)
     return GAEOutput(advantages, advantages + values.astype(dtype))
+
+
+def lambda_returns(
+    rewards: jax.Array,
+    next_values: jax.Array,
+    continues: jax.Array,
+    discount: float | jax.Array,
+    lam: float | jax.Array,
+) -> jax.Array:
+    """TD(λ) returns over a time-major trajectory, as DreamerV3 computes on imagined rollouts.
+
+    Step ``t`` leaves state ``s[t]`` with reward ``rewards[t]`` and reaches ``s[t+1]``, whose
+    value is ``next_values[t] = v(s[t+1])`` and whose continue flag (or probability) is
+    ``continues[t]`` (0 when ``s[t+1]`` is terminal). With ``g[t] = discount[t] * continues[t]``:
+
+    ``R[t] = rewards[t] + g[t] * ((1 - lam) * next_values[t] + lam * R[t+1])``,
+    ``R[T] = next_values[T-1]`` (the value after the last step),
+
+    so ``R[T-1] = rewards[T-1] + g[T-1] * next_values[T-1]``. ``lam=0`` gives one-step TD
+    targets, ``lam=1`` discounted reward sums bootstrapped with the last value. Where
+    ``g[t] == 0`` nothing after step ``t`` enters ``R[t]`` (not even an inf or NaN).
+
+    | arg         | shape          | meaning                                           |
+    |-------------|----------------|---------------------------------------------------|
+    | rewards     | [T, ...]       | r[t], the reward of the step from s[t] to s[t+1]  |
+    | next_values | [T, ...]       | v(s[t+1]); the value of s[0] is not an input      |
+    | continues   | [T, ...]       | c[t] in [0, 1] for s[t+1], float or bool          |
+    | discount    | [] or [T, ...] | γ, a scalar or one per step                       |
+    | lam         | []             | λ                                                 |
+    | return      | [T, ...]       | R[t], the target for v(s[t])                      |
+
+    The result has the dtype of ``next_values`` (at least float32).
+
+    Any trailing batch dims are allowed. An imagined DreamerV3 rollout holds ``H + 1``
+    states ``s[0..H]`` with reward, continue and value predicted at each; pass
+    ``rewards=rew[1:], next_values=val[1:], continues=cont[1:]`` to get the ``H`` targets
+    for ``val[:-1]``. (This matches :func:`gae`'s ``returns`` when
+    ``continues = 1 - terminated``, nothing is truncated and ``values[t+1] = next_values[t]``.)
+    """
+    rewards, next_values, continues = map(jnp.asarray, (rewards, next_values, continues))
+    shape = next_values.shape
+    if len(shape) < 1:
+        raise ValueError("lambda_returns: inputs need a leading time axis [T, ...]")
+    for name, x in (("rewards", rewards), ("continues", continues)):
+        if x.shape != shape:
+            raise ValueError(f"lambda_returns: {name} has shape {x.shape}, next_values has {shape}")
+    dtype = jnp.result_type(next_values.dtype, jnp.float32)
+    g = jnp.broadcast_to(jnp.asarray(discount, dtype) * continues.astype(dtype), shape)
+    cut = g == 0
+    next_values = next_values.astype(dtype)
+    # where (not multiplication by g = 0) so an inf/NaN after a cut cannot leak back.
+    interm = rewards.astype(dtype) + jnp.where(cut, 0.0, g * (1 - lam) * next_values)
+    decay = (g * lam).astype(dtype)
+
+    def step(next_return, inputs):
+        x, d, c = inputs
+        ret = x + jnp.where(c, 0.0, d * next_return)
+        return ret, ret
+
+    _, returns = jax.lax.scan(step, next_values[-1], (interm, decay, cut), reverse=True)
+    return returns

@@ -1,11 +1,11 @@
-"""GAE against hand-computed numbers and plain NumPy float64 loops."""
+"""GAE and λ-returns against hand-computed numbers and plain NumPy float64 loops."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssmrl.returns import GAEOutput, gae, next_values_from
+from ssmrl.returns import GAEOutput, gae, lambda_returns, next_values_from
 
 GAMMA, LAM = 0.9, 0.8
 
@@ -261,3 +261,160 @@ def test_shape_mismatch_is_an_error():
     x = jnp.zeros((4, 2))
     with pytest.raises(ValueError, match="truncated"):
         gae_jit(x, x, x, x.astype(bool), jnp.zeros((4,), bool), GAMMA, LAM)
+
+
+# --- lambda_returns ---------------------------------------------------------------------
+
+lambda_returns_jit = jax.jit(lambda_returns)
+
+
+def lambda_returns_loop(rewards, next_values, continues, discount, lam):
+    """R[t] = r[t] + g[t] ((1 - lam) v[t+1] + lam R[t+1]), R[T] = v[T]; Python loops, float64.
+
+    Arrays [T, ...]; the trailing dims are flattened and walked one sequence at a time."""
+    rewards, next_values, continues = (
+        np.asarray(x, np.float64) for x in (rewards, next_values, continues)
+    )
+    shape = rewards.shape
+    discount = np.broadcast_to(np.asarray(discount, np.float64), shape)
+    r, v, c, d = (x.reshape(shape[0], -1) for x in (rewards, next_values, continues, discount))
+    out = np.zeros(r.shape)
+    for b in range(r.shape[1]):
+        ret = v[-1, b]
+        for t in reversed(range(r.shape[0])):
+            g = d[t, b] * c[t, b]
+            ret = r[t, b] + g * ((1 - lam) * v[t, b] + lam * ret)
+            out[t, b] = ret
+    return out.reshape(shape)
+
+
+def random_imagination(seed, shape, p_end=0.1, soft=False):
+    rng = np.random.default_rng(seed)
+    rewards, next_values = rng.normal(size=(2, *shape))
+    continues = (rng.random(shape) >= p_end).astype(np.float64)
+    if soft:  # predicted continue probabilities
+        continues = continues * rng.uniform(0.5, 1.0, shape)
+    return rewards, next_values, continues
+
+
+def test_lambda_returns_hand_computed():
+    # T=3, gamma=0.9, lam=0.8; s[2] is terminal (continues[1] = 0).
+    rewards = jnp.array([1.0, 2.0, 3.0])
+    next_values = jnp.array([10.0, 20.0, 30.0])
+    continues = jnp.array([1.0, 0.0, 1.0])
+    # R[3] = 30;  R[2] = 3 + 0.9 * (0.2*30 + 0.8*30) = 30
+    # R[1] = 2 (cut)
+    # R[0] = 1 + 0.9 * (0.2*10 + 0.8*2) = 4.24
+    out = lambda_returns_jit(rewards, next_values, continues, GAMMA, LAM)
+    np.testing.assert_allclose(out, [4.24, 2.0, 30.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1,), (16,), (16, 5), (9, 2, 3)])
+@pytest.mark.parametrize("soft", [False, True])
+def test_lambda_returns_match_numpy_loop(shape, soft):
+    rewards, next_values, continues = random_imagination(len(shape) + 10 * soft, shape, soft=soft)
+    expected = lambda_returns_loop(rewards, next_values, continues, GAMMA, LAM)
+    out = lambda_returns_jit(*f32(rewards, next_values, continues), GAMMA, LAM)
+    assert out.shape == shape and out.dtype == jnp.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lambda_returns_per_step_discount_and_bool_continues():
+    rewards, next_values, continues = random_imagination(3, (20, 4))
+    discount = np.random.default_rng(4).uniform(0.5, 1.0, (20, 4))
+    expected = lambda_returns_loop(rewards, next_values, continues, discount, LAM)
+    out = lambda_returns_jit(*f32(rewards, next_values, continues, discount), LAM)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    as_bool = lambda_returns_jit(
+        *f32(rewards, next_values, continues.astype(bool), discount), jnp.float32(LAM)
+    )
+    np.testing.assert_array_equal(as_bool, out)
+
+
+def test_lambda_zero_is_one_step_td_target():
+    rewards, next_values, continues = random_imagination(5, (20, 4), soft=True)
+    expected = rewards + GAMMA * continues * next_values
+    out = lambda_returns_jit(*f32(rewards, next_values, continues), GAMMA, 0.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lambda_one_is_discounted_monte_carlo_bootstrapped_with_the_last_value():
+    rewards, next_values, continues = random_imagination(6, (20, 4), soft=True)
+    t_len, b_len = rewards.shape
+    expected = np.zeros((t_len, b_len))
+    for b in range(b_len):
+        for t in range(t_len):
+            total, weight = 0.0, 1.0
+            for k in range(t, t_len):
+                total += weight * rewards[k, b]
+                weight *= GAMMA * continues[k, b]
+            expected[t, b] = total + weight * next_values[-1, b]
+    out = lambda_returns_jit(*f32(rewards, next_values, continues), GAMMA, 1.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_continue_cuts_everything_after_it():
+    rewards, next_values, continues = random_imagination(7, (20, 4), p_end=0.0)
+    continues[8, 2] = 0.0
+    base = lambda_returns_jit(*f32(rewards, next_values, continues), GAMMA, LAM)
+    # NaN rewards and values after the cut do not reach the steps up to it.
+    later_r, later_v = rewards.copy(), next_values.copy()
+    later_r[9:, 2], later_v[8:, 2] = np.nan, np.inf
+    out = lambda_returns_jit(*f32(later_r, later_v, continues), GAMMA, LAM)
+    np.testing.assert_array_equal(out[:9, 2], base[:9, 2])
+    np.testing.assert_allclose(out[8, 2], rewards[8, 2], rtol=1e-6)
+    # The other sequences are untouched.
+    np.testing.assert_array_equal(np.delete(out, 2, axis=1), np.delete(base, 2, axis=1))
+    # A zero discount at a step cuts the same way.
+    by_discount = lambda_returns_jit(
+        *f32(rewards, next_values, np.ones_like(continues)),
+        jnp.where(jnp.asarray(continues) == 0, 0.0, GAMMA),
+        LAM,
+    )
+    np.testing.assert_allclose(by_discount, base, rtol=1e-6, atol=1e-6)
+
+
+def test_lambda_returns_equal_gae_returns_without_truncation():
+    rewards, values, _, terminated, _ = random_rollout(8, p_trunc=0.0)
+    last_value = np.random.default_rng(8).normal(size=7)
+    next_values = np.concatenate([values[1:], last_value[None]])
+    no = np.zeros_like(terminated)
+    by_gae = gae_jit(*f32(rewards, values, next_values, terminated, no), GAMMA, LAM)
+    by_lambda = lambda_returns_jit(
+        *f32(rewards, next_values, 1.0 - terminated.astype(np.float64)), GAMMA, LAM
+    )
+    np.testing.assert_allclose(by_lambda, by_gae.returns, rtol=1e-5, atol=1e-5)
+
+
+def test_lambda_returns_vmap_and_gradient():
+    data = [f32(*random_imagination(s, (12, 3), soft=True)) for s in range(3)]
+    stacked = [jnp.stack(xs) for xs in zip(*data, strict=True)]
+    over_seeds = jax.jit(jax.vmap(lambda_returns, in_axes=(0, 0, 0, None, None)))(
+        *stacked, GAMMA, LAM
+    )
+    for s in range(3):
+        np.testing.assert_allclose(
+            over_seeds[s], lambda_returns_jit(*data[s], GAMMA, LAM), rtol=1e-6, atol=1e-6
+        )
+    # The gradient of R[0] with respect to every value, against finite differences of the
+    # float64 loop (exact up to rounding: R is linear in the values).
+    rewards, next_values, continues = (np.asarray(x, np.float64) for x in data[0])
+    grad = jax.grad(lambda v: lambda_returns(data[0][0], v, data[0][2], GAMMA, LAM)[0, 1])(
+        data[0][1]
+    )
+    eps = 1e-6
+    expected = np.zeros(next_values.shape)
+    for t in range(next_values.shape[0]):
+        bumped = next_values.copy()
+        bumped[t, 1] += eps
+        expected[t, 1] = (
+            lambda_returns_loop(rewards, bumped, continues, GAMMA, LAM)[0, 1]
+            - lambda_returns_loop(rewards, next_values, continues, GAMMA, LAM)[0, 1]
+        ) / eps
+    np.testing.assert_allclose(grad, expected, atol=1e-5)
+
+
+def test_lambda_returns_shape_mismatch_is_an_error():
+    x = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="continues"):
+        lambda_returns_jit(x, x, jnp.zeros((4,)), GAMMA, LAM)
