@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
 from ssmrl.envs.popgym.cards import DECK_SIZE, NUM_VALUES, draw, full_counts
 
 NUM_SUITS = NUM_VALUES["suits"]
@@ -119,17 +120,9 @@ class Autoencode(environment.Environment[AutoencodeState, AutoencodeParams]):
         return spaces.Box(0.0, 1.0, (2 + NUM_SUITS,), jnp.float32)
 
 
-def _task(num_decks: int):
-    def make() -> tuple[Autoencode, AutoencodeParams]:
-        env = Autoencode(num_decks=num_decks)
-        return env, env.default_params
-
-    return make
-
-
 TASKS = {
-    "AutoencodeEasy": _task(1),
-    "AutoencodeMedium": _task(2),
-    "AutoencodeHard": _task(3),
+    "AutoencodeEasy": task(Autoencode, num_decks=1),
+    "AutoencodeMedium": task(Autoencode, num_decks=2),
+    "AutoencodeHard": task(Autoencode, num_decks=3),
 }
 ALIASES: dict[str, str] = {}

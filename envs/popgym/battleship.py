@@ -36,6 +36,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
+
 
 @struct.dataclass
 class BattleshipState(environment.EnvState):
@@ -164,17 +166,9 @@ class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
         return spaces.Box(0.0, 1.0, (2,), jnp.float32)
 
 
-def _task(board_size: int):
-    def make() -> tuple[Battleship, BattleshipParams]:
-        env = Battleship(board_size=board_size)
-        return env, env.default_params
-
-    return make
-
-
 TASKS = {
-    "BattleshipEasy": _task(8),
-    "BattleshipMedium": _task(10),
-    "BattleshipHard": _task(12),
+    "BattleshipEasy": task(Battleship, board_size=8),
+    "BattleshipMedium": task(Battleship, board_size=10),
+    "BattleshipHard": task(Battleship, board_size=12),
 }
 ALIASES: dict[str, str] = {}

@@ -41,6 +41,8 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
+
 GRAVITY = 9.8
 MASS_CART = 1.0
 MASS_POLE = 0.1
@@ -151,25 +153,21 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
         return spaces.Box(-self.obs_high, self.obs_high, (2,), jnp.float32)
 
 
-def _task(visible: str, max_steps: int, noise_std: float = 0.0):
-    def make() -> tuple[CartPole, CartPoleParams]:
-        return CartPole(visible), CartPoleParams(
-            max_steps_in_episode=max_steps, noise_std=noise_std
-        )
-
-    return make
-
-
 TASKS = {
-    "PositionOnlyCartPoleEasy": _task("position", 200),
-    "PositionOnlyCartPoleMedium": _task("position", 400),
-    "PositionOnlyCartPoleHard": _task("position", 600),
-    "VelocityOnlyCartPoleEasy": _task("velocity", 200),
-    "VelocityOnlyCartPoleMedium": _task("velocity", 400),
-    "VelocityOnlyCartPoleHard": _task("velocity", 600),
-    "NoisyPositionOnlyCartPoleEasy": _task("position", 200, 0.1),
-    "NoisyPositionOnlyCartPoleMedium": _task("position", 200, 0.2),
-    "NoisyPositionOnlyCartPoleHard": _task("position", 200, 0.3),
+    name: task(
+        CartPole, visible=visible, params={"max_steps_in_episode": steps, "noise_std": noise_std}
+    )
+    for name, visible, steps, noise_std in (
+        ("PositionOnlyCartPoleEasy", "position", 200, 0.0),
+        ("PositionOnlyCartPoleMedium", "position", 400, 0.0),
+        ("PositionOnlyCartPoleHard", "position", 600, 0.0),
+        ("VelocityOnlyCartPoleEasy", "velocity", 200, 0.0),
+        ("VelocityOnlyCartPoleMedium", "velocity", 400, 0.0),
+        ("VelocityOnlyCartPoleHard", "velocity", 600, 0.0),
+        ("NoisyPositionOnlyCartPoleEasy", "position", 200, 0.1),
+        ("NoisyPositionOnlyCartPoleMedium", "position", 200, 0.2),
+        ("NoisyPositionOnlyCartPoleHard", "position", 200, 0.3),
+    )
 }
 ALIASES = {
     f"{old}{level}": f"{new}{level}"

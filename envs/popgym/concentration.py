@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
 from ssmrl.envs.popgym.cards import DECK_SIZE, NUM_VALUES, card_values, draw, full_counts
 
 
@@ -158,17 +159,9 @@ class Concentration(environment.Environment[ConcentrationState, ConcentrationPar
         return spaces.Box(0.0, 1.0, (self.num_cards * (self.num_values + 1),), jnp.float32)
 
 
-def _task(num_decks: int, deck_type: str):
-    def make() -> tuple[Concentration, ConcentrationParams]:
-        env = Concentration(num_decks=num_decks, deck_type=deck_type)
-        return env, env.default_params
-
-    return make
-
-
 TASKS = {
-    "ConcentrationEasy": _task(1, "colors"),
-    "ConcentrationMedium": _task(2, "colors"),
-    "ConcentrationHard": _task(1, "ranks"),
+    "ConcentrationEasy": task(Concentration, num_decks=1, deck_type="colors"),
+    "ConcentrationMedium": task(Concentration, num_decks=2, deck_type="colors"),
+    "ConcentrationHard": task(Concentration, num_decks=1, deck_type="ranks"),
 }
 ALIASES: dict[str, str] = {}

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
 from ssmrl.envs.popgym.cards import DECK_SIZE, NUM_VALUES, draw, full_counts
 
 
@@ -133,17 +134,9 @@ class CountRecall(environment.Environment[CountRecallState, CountRecallParams]):
         return spaces.Box(0.0, 1.0, (2 * self.num_values,), jnp.float32)
 
 
-def _task(num_decks: int, deck_type: str):
-    def make() -> tuple[CountRecall, CountRecallParams]:
-        env = CountRecall(num_decks=num_decks, deck_type=deck_type)
-        return env, env.default_params
-
-    return make
-
-
 TASKS = {
-    "CountRecallEasy": _task(1, "colors"),
-    "CountRecallMedium": _task(2, "suits"),
-    "CountRecallHard": _task(4, "ranks"),
+    "CountRecallEasy": task(CountRecall, num_decks=1, deck_type="colors"),
+    "CountRecallMedium": task(CountRecall, num_decks=2, deck_type="suits"),
+    "CountRecallHard": task(CountRecall, num_decks=4, deck_type="ranks"),
 }
 ALIASES: dict[str, str] = {}

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
 from ssmrl.envs.popgym.cards import DECK_SIZE, NUM_VALUES, draw, full_counts
 
 NUM_RANKS = NUM_VALUES["ranks"]
@@ -104,17 +105,9 @@ class HigherLower(environment.Environment[HigherLowerState, HigherLowerParams]):
         return spaces.Box(0.0, 1.0, (NUM_RANKS,), jnp.float32)
 
 
-def _task(num_decks: int):
-    def make() -> tuple[HigherLower, HigherLowerParams]:
-        env = HigherLower(num_decks=num_decks)
-        return env, env.default_params
-
-    return make
-
-
 TASKS = {
-    "HigherLowerEasy": _task(1),
-    "HigherLowerMedium": _task(2),
-    "HigherLowerHard": _task(3),
+    "HigherLowerEasy": task(HigherLower, num_decks=1),
+    "HigherLowerMedium": task(HigherLower, num_decks=2),
+    "HigherLowerHard": task(HigherLower, num_decks=3),
 }
 ALIASES: dict[str, str] = {}

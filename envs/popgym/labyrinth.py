@@ -56,6 +56,8 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
+
 FREE, WALL, START, GOAL, HIDDEN = 0, 1, 2, 3, 4
 NUM_CELL_TYPES = 5
 NUM_MOVES = 4
@@ -395,16 +397,8 @@ class LabyrinthExplore(_Labyrinth):
         return self._obs(state, action), state, reward, state.unexplored == 0, {}
 
 
-def _task(cls: type[_Labyrinth], size: int):
-    def make() -> tuple[_Labyrinth, LabyrinthParams]:
-        env = cls(maze_dims=(size, size))
-        return env, env.default_params
-
-    return make
-
-
 TASKS = {
-    f"{cls.__name__}{level}": _task(cls, size)
+    f"{cls.__name__}{level}": task(cls, maze_dims=(size, size))
     for cls in (LabyrinthEscape, LabyrinthExplore)
     for level, size in (("Easy", 10), ("Medium", 14), ("Hard", 18))
 }

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
+
 
 @struct.dataclass
 class MineSweeperState(environment.EnvState):
@@ -139,18 +141,10 @@ class MineSweeper(environment.Environment[MineSweeperState, MineSweeperParams]):
         return spaces.Box(0.0, 1.0, (self.num_obs,), jnp.float32)
 
 
-def _task(dims: tuple[int, int], num_mines: int):
-    def make() -> tuple[MineSweeper, MineSweeperParams]:
-        env = MineSweeper(dims=dims, num_mines=num_mines)
-        return env, env.default_params
-
-    return make
-
-
 TASKS = {
-    "MineSweeperEasy": _task((4, 4), 2),
-    "MineSweeperMedium": _task((6, 6), 6),
-    "MineSweeperHard": _task((8, 8), 10),
+    "MineSweeperEasy": task(MineSweeper, dims=(4, 4), num_mines=2),
+    "MineSweeperMedium": task(MineSweeper, dims=(6, 6), num_mines=6),
+    "MineSweeperHard": task(MineSweeper, dims=(8, 8), num_mines=10),
 }
 ALIASES = {
     "MinesweeperEasy": "MineSweeperEasy",

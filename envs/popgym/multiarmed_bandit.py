@@ -30,6 +30,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
+
 
 @struct.dataclass
 class MultiarmedBanditState(environment.EnvState):
@@ -95,17 +97,11 @@ class MultiarmedBandit(environment.Environment[MultiarmedBanditState, Multiarmed
         return spaces.Box(0.0, 1.0, (2,), jnp.float32)
 
 
-def _task(num_arms: int, max_steps: int):
-    def make() -> tuple[MultiarmedBandit, MultiarmedBanditParams]:
-        return MultiarmedBandit(num_arms), MultiarmedBanditParams(max_steps_in_episode=max_steps)
-
-    return make
-
-
 TASKS = {
-    "MultiarmedBanditEasy": _task(10, 200),
-    "MultiarmedBanditMedium": _task(20, 400),
-    "MultiarmedBanditHard": _task(30, 600),
+    f"MultiarmedBandit{level}": task(
+        MultiarmedBandit, num_arms=num_arms, params={"max_steps_in_episode": max_steps}
+    )
+    for level, num_arms, max_steps in (("Easy", 10, 200), ("Medium", 20, 400), ("Hard", 30, 600))
 }
 ALIASES = {
     f"MultiArmedBandit{level}": f"MultiarmedBandit{level}" for level in ("Easy", "Medium", "Hard")

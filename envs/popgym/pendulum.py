@@ -37,6 +37,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.popgym import task
+
 GRAVITY = 10.0
 MASS = 1.0
 LENGTH = 1.0
@@ -123,20 +125,16 @@ class Pendulum(environment.Environment[PendulumState, PendulumParams]):
         return spaces.Box(-1.0, 1.0, (2,), jnp.float32)
 
 
-def _task(max_steps: int, noise_std: float = 0.0):
-    def make() -> tuple[Pendulum, PendulumParams]:
-        return Pendulum(), PendulumParams(max_steps_in_episode=max_steps, noise_std=noise_std)
-
-    return make
-
-
 TASKS = {
-    "PositionOnlyPendulumEasy": _task(200),
-    "PositionOnlyPendulumMedium": _task(150),
-    "PositionOnlyPendulumHard": _task(100),
-    "NoisyPositionOnlyPendulumEasy": _task(200, 0.1),
-    "NoisyPositionOnlyPendulumMedium": _task(200, 0.2),
-    "NoisyPositionOnlyPendulumHard": _task(200, 0.3),
+    name: task(Pendulum, params={"max_steps_in_episode": steps, "noise_std": noise_std})
+    for name, steps, noise_std in (
+        ("PositionOnlyPendulumEasy", 200, 0.0),
+        ("PositionOnlyPendulumMedium", 150, 0.0),
+        ("PositionOnlyPendulumHard", 100, 0.0),
+        ("NoisyPositionOnlyPendulumEasy", 200, 0.1),
+        ("NoisyPositionOnlyPendulumMedium", 200, 0.2),
+        ("NoisyPositionOnlyPendulumHard", 200, 0.3),
+    )
 }
 ALIASES = {
     f"{old}{level}": f"{new}{level}"

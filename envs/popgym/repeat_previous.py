@@ -9,43 +9,33 @@ earns ``+1 / (N - k)`` if that is the suit of card ``j - k + 1`` and
 after ``N - 1`` steps, so returns lie in [-1, 1] and answering the observation
 from ``k - 1`` steps back earns 1.
 
-Differences from the reference (popgym 1.0.7 ``RepeatPrevious``):
-
-- The observation is the one-hot encoding of the reference's ``Discrete(4)``.
-- Cards are drawn from the remaining suit counts as they are dealt (see
-  ``ssmrl.envs.popgym.cards``): the same distribution as dealing a shuffled deck.
-- ``params.max_steps_in_episode`` (default ``N - 1``) truncates episodes that
-  it cuts short; at the natural end the episode terminates and is not
-  truncated, as in the reference.
+The dealing, spaces and episode ends are those of
+`ssmrl.envs.popgym.suit_repeat.SuitRepeat`, shared with RepeatFirst, and so are the
+differences from the reference (popgym 1.0.7 ``RepeatPrevious``) listed there.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import struct
-from gymnax.environments import environment, spaces
 
-from ssmrl.envs.popgym.cards import DECK_SIZE, NUM_VALUES, draw, full_counts
-
-NUM_SUITS = NUM_VALUES["suits"]
+from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.cards import DECK_SIZE
+from ssmrl.envs.popgym.suit_repeat import SuitRepeat, SuitRepeatParams, SuitRepeatState
 
 
 @struct.dataclass
-class RepeatPreviousState(environment.EnvState):
-    remaining: jax.Array  # (4,) int32, cards of each suit still in the deck
+class RepeatPreviousState(SuitRepeatState):
     recent: jax.Array  # (k,) int8, suit of card i (0-based) in slot i % k
-    time: int
 
 
 @struct.dataclass
-class RepeatPreviousParams(environment.EnvParams):
-    max_steps_in_episode: int = 51
+class RepeatPreviousParams(SuitRepeatParams):
+    pass
 
 
-class RepeatPrevious(environment.Environment[RepeatPreviousState, RepeatPreviousParams]):
+class RepeatPrevious(SuitRepeat[RepeatPreviousState, RepeatPreviousParams]):
     """Name the suit of the card ``k - 1`` cards before the newest one.
 
     Args:
@@ -55,78 +45,32 @@ class RepeatPrevious(environment.Environment[RepeatPreviousState, RepeatPrevious
     Actions are cast to int32 and clipped to ``[0, 3]``.
     """
 
+    params_type = RepeatPreviousParams
+
     def __init__(self, num_decks: int = 1, k: int = 4):
-        super().__init__()
         if not 1 <= k < DECK_SIZE * num_decks:
             raise ValueError(f"k must lie in [1, {DECK_SIZE * num_decks - 1}], got {k}")
-        self.num_decks = num_decks
+        super().__init__(num_decks)
         self.k = k
-        num_cards = DECK_SIZE * num_decks
-        self.episode_length = num_cards - 1
-        self.reward_scale = 1.0 / (num_cards - k)
+        self.reward_scale = 1.0 / (DECK_SIZE * num_decks - k)
 
-    @property
-    def default_params(self) -> RepeatPreviousParams:
-        return RepeatPreviousParams(max_steps_in_episode=self.episode_length)
-
-    def reset_env(
-        self, key: jax.Array, params: RepeatPreviousParams
-    ) -> tuple[jax.Array, RepeatPreviousState]:
-        first, remaining = draw(key, full_counts(self.num_decks, "suits"))
+    def _start(self, first: jax.Array, remaining: jax.Array) -> RepeatPreviousState:
         recent = jnp.zeros((self.k,), jnp.int8).at[0].set(first.astype(jnp.int8))
-        state = RepeatPreviousState(remaining=remaining, recent=recent, time=0)
-        return self._obs(first), state
+        return RepeatPreviousState(remaining=remaining, recent=recent, time=0)
 
-    def step_env(
-        self,
-        key: jax.Array,
-        state: RepeatPreviousState,
-        action: int | jax.Array,
-        params: RepeatPreviousParams,
-    ) -> tuple[jax.Array, RepeatPreviousState, jax.Array, jax.Array, dict[Any, Any]]:
-        action = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, NUM_SUITS - 1)
-        time = state.time + 1
+    def _answer(
+        self, state: RepeatPreviousState, action: jax.Array, card: jax.Array, time: jax.Array
+    ) -> tuple[jax.Array, RepeatPreviousState]:
         # Card time - k sits in the slot the new card (number `time`) is about to fill.
         slot = time % self.k
-        correct = action == state.recent[slot]
-        reward = jnp.where(correct, self.reward_scale, -self.reward_scale)
-        reward = jnp.where(time >= self.k, reward, 0.0).astype(jnp.float32)
-        card, remaining = draw(key, state.remaining)
-        state = RepeatPreviousState(
-            remaining=remaining,
-            recent=state.recent.at[slot].set(card.astype(jnp.int8)),
-            time=time,
-        )
-        return self._obs(card), state, reward, time >= self.episode_length, {}
-
-    def is_truncated(self, state: RepeatPreviousState, params: RepeatPreviousParams) -> jax.Array:
-        return (state.time >= params.max_steps_in_episode) & (state.time < self.episode_length)
-
-    def _obs(self, suit: jax.Array) -> jax.Array:
-        return jax.nn.one_hot(suit, NUM_SUITS, dtype=jnp.float32)
-
-    @property
-    def num_actions(self) -> int:
-        return NUM_SUITS
-
-    def action_space(self, params: RepeatPreviousParams | None = None) -> spaces.Discrete:
-        return spaces.Discrete(NUM_SUITS)
-
-    def observation_space(self, params: RepeatPreviousParams | None = None) -> spaces.Box:
-        return spaces.Box(0.0, 1.0, (NUM_SUITS,), jnp.float32)
-
-
-def _task(num_decks: int, k: int):
-    def make() -> tuple[RepeatPrevious, RepeatPreviousParams]:
-        env = RepeatPrevious(num_decks=num_decks, k=k)
-        return env, env.default_params
-
-    return make
+        reward = jnp.where(action == state.recent[slot], self.reward_scale, -self.reward_scale)
+        reward = jnp.where(time >= self.k, reward, 0.0)
+        return reward, state.replace(recent=state.recent.at[slot].set(card.astype(jnp.int8)))
 
 
 TASKS = {
-    "RepeatPreviousEasy": _task(1, 4),
-    "RepeatPreviousMedium": _task(2, 32),
-    "RepeatPreviousHard": _task(3, 64),
+    "RepeatPreviousEasy": task(RepeatPrevious, num_decks=1, k=4),
+    "RepeatPreviousMedium": task(RepeatPrevious, num_decks=2, k=32),
+    "RepeatPreviousHard": task(RepeatPrevious, num_decks=3, k=64),
 }
 ALIASES: dict[str, str] = {}

@@ -78,6 +78,19 @@ def test_make_override_applies():
     assert truncated == [False] * 4 + [True]
 
 
+def test_task_factory_builds_a_fresh_env_with_params_replaced():
+    from ssmrl.envs.popgym import task
+    from ssmrl.envs.popgym.cartpole import CartPole, CartPoleParams
+    from ssmrl.envs.popgym.repeat_first import RepeatFirst
+
+    build = task(CartPole, visible="velocity", params={"max_steps_in_episode": 7})
+    (env, params), (again, _) = build(), build()
+    assert env is not again and env.visible == "velocity"
+    assert params == CartPoleParams(max_steps_in_episode=7, noise_std=0.0)
+    env, params = task(RepeatFirst, num_decks=2)()
+    assert env.num_decks == 2 and params == env.default_params
+
+
 def _numeric_field(params):
     """Name and a changed value of the first numeric scalar field of `params`, or None."""
     for field in dataclasses.fields(params):
