@@ -1,9 +1,10 @@
 """Recurrent PPO whose policy and value share one memory core, jitted end to end with the envs.
 
 ```python
-env, env_params = ...                                  # any gymnax-1.0 env; see `make_train`
+env, env_params = ssmrl.envs.make_for_agent("RepeatPreviousEasy", ppo.WRAPPERS)
 train = ssmrl.agents.ppo.make_train(Config(), env, env_params)
 state, metrics = jax.jit(train)(key)                   # jax.jit(jax.vmap(train))(keys): many seeds
+agent = ssmrl.agents.ppo.make_agent(Config(), env, env_params)   # the `ssmrl.agent.Agent`
 ```
 
 The rollout runs the core in step mode over ``num_envs`` environments for ``num_steps``
@@ -28,11 +29,16 @@ import numpy as np
 from flax.training.train_state import TrainState
 from gymnax.environments import spaces
 
+from ssmrl.agent import Agent
 from ssmrl.config import CoreConfig, OptimConfig
 from ssmrl.linalg import orthogonal_init
 from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
 from ssmrl.returns import gae, next_values_from
 from ssmrl.trial_info import TRIAL_EPISODE_DONE
+
+WRAPPERS = ("flatten", "previous_action_reward", "episode_statistics")
+"""The env wrappers PPO wants (`ssmrl.envs.make_for_agent`): flat observations with the
+previous action, reward and an is-first flag appended, and episode statistics."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +193,8 @@ class Metrics(NamedTuple):
     total_loss: jax.Array
 
 
-class Agent(NamedTuple):
-    """The pure pieces of PPO on one env.
+class Parts(NamedTuple):
+    """The pure pieces of PPO on one env (`make_agent` exposes them as an `Agent`).
 
     - ``init(key) -> RunnerState``
     - ``rollout(runner) -> (runner, Transition [T, B], start carry)``
@@ -203,7 +209,19 @@ class Agent(NamedTuple):
     update: Any
     act: Any
     network: ActorCritic
+    core: nn.Module
     num_updates: int
+
+
+class LossInfo(NamedTuple):
+    """The parts of one minibatch's loss, scalars."""
+
+    total: jax.Array
+    policy: jax.Array
+    value: jax.Array
+    entropy: jax.Array
+    approx_kl: jax.Array
+    clip_fraction: jax.Array
 
 
 class Evaluation(NamedTuple):
@@ -214,8 +232,8 @@ class Evaluation(NamedTuple):
     value: jax.Array
 
 
-def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
-    """Build the pure init and update functions of PPO on ``env``.
+def make_parts(cfg: Config, env: Any, env_params: Any) -> Parts:
+    """Build the pure init, rollout and update functions of PPO on ``env``.
 
     ``env`` must produce flat float observations. Episode returns are read from
     ``info["returned_episode"]`` and ``info["episode_return"]`` when the env is wrapped
@@ -309,7 +327,8 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         value_loss = clipped_value_loss(ev.value, batch.value, targets, cfg.vf_clip_eps)
         entropy = ev.entropy.mean()
         total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
-        return total, (policy_loss, value_loss, entropy, aux.approx_kl, aux.clip_fraction)
+        info = LossInfo(total, policy_loss, value_loss, entropy, aux.approx_kl, aux.clip_fraction)
+        return total, info
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -336,14 +355,14 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             def minibatch(train_state, idx):
                 take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  (env axis of [T, B, ...])
                 mb_carry = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), init_carry)
-                (total, aux), grads = grad_fn(
+                (_, info), grads = grad_fn(
                     train_state.params,
                     mb_carry,
                     jax.tree.map(take, traj),
                     take(adv.advantages),
                     take(adv.returns),
                 )
-                return train_state.apply_gradients(grads=grads), (total, *aux)
+                return train_state.apply_gradients(grads=grads), info
 
             return jax.lax.scan(minibatch, train_state, perm)
 
@@ -351,19 +370,17 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         train_state, losses = jax.lax.scan(
             epoch, runner.train_state, jax.random.split(key_epochs, cfg.update_epochs)
         )
-        total, policy_loss, value_loss, entropy, approx_kl, clip_fraction = (
-            x.mean() for x in losses
-        )
+        losses = jax.tree.map(jnp.mean, losses)
         episodes = traj.returned_episode.sum()
         metrics = Metrics(
             mean_return=traj.episode_return.sum() / jnp.where(episodes > 0, episodes, jnp.nan),
             episodes=episodes,
-            policy_loss=policy_loss,
-            value_loss=value_loss,
-            entropy=entropy,
-            approx_kl=approx_kl,
-            clip_fraction=clip_fraction,
-            total_loss=total,
+            policy_loss=losses.policy,
+            value_loss=losses.value,
+            entropy=losses.entropy,
+            approx_kl=losses.approx_kl,
+            clip_fraction=losses.clip_fraction,
+            total_loss=losses.total,
         )
         return runner._replace(train_state=train_state, key=key), metrics
 
@@ -372,7 +389,22 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         pi = network.apply(params, dist_params, method="distribution")
         return carry, (pi.mode() if greedy else pi.sample(seed=key))
 
-    return Agent(init, rollout, evaluate, update, act, network, cfg.num_updates)
+    return Parts(init, rollout, evaluate, update, act, network, core, cfg.num_updates)
+
+
+def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
+    """PPO on ``env`` as the `ssmrl.agent.Agent` contract (state: a `RunnerState`)."""
+    parts = make_parts(cfg, env, env_params)
+    return Agent(
+        init=parts.init,
+        update=parts.update,
+        act=parts.act,
+        initial_carry=parts.core.initialize_carry,
+        policy_params=lambda runner: runner.train_state.params,
+        num_updates=cfg.num_updates,
+        steps_per_update=cfg.steps_per_update,
+        wrappers=WRAPPERS,
+    )
 
 
 def make_train(cfg: Config, env: Any, env_params: Any):

@@ -57,6 +57,7 @@ from gymnax.environments import environment, spaces
 
 from ssmrl.envs.dmc import PAPER_HELD_OUT_TASKS, PAPER_TRAIN_TASKS
 from ssmrl.envs.dmc import PREFIX as DMC_PREFIX
+from ssmrl.envs.popgym import task
 from ssmrl.envs.registry import make
 from ssmrl.linalg import orthonormal
 from ssmrl.trial_info import (
@@ -388,14 +389,6 @@ class MetaEnv(environment.Environment[MetaState, MetaParams]):
         return jnp.bool_(False)
 
 
-def _factory(tasks: Sequence[str], **kwargs: Any):
-    def build():
-        env = MetaEnv(tasks, **kwargs)
-        return env, env.default_params
-
-    return build
-
-
 # The projected CartPole layout its training and held-out sets share.
 _PROJECTED_CARTPOLE = dict(
     obs_size=4, projection="orthogonal", repeat_start=True, permute_actions=False
@@ -405,15 +398,15 @@ TASKS = {
     # The S5 paper's randomly projected CartPole: position-only CartPole (200 steps),
     # an orthogonal projection to 4 numbers, the agent's actions passed through as they
     # are, every episode of a 16-episode trial starting from the same state.
-    "ProjectedCartPole": _factory(("PositionOnlyCartPoleEasy",), **_PROJECTED_CARTPOLE),
+    "ProjectedCartPole": task(MetaEnv, tasks=("PositionOnlyCartPoleEasy",), **_PROJECTED_CARTPOLE),
     # Held out: the full-state CartPole (velocities seen, positions mixed in), same spaces.
-    "ProjectedCartPoleHeldOut": _factory(
-        ("CartPole-v1",), episode_steps=200, **_PROJECTED_CARTPOLE
+    "ProjectedCartPoleHeldOut": task(
+        MetaEnv, tasks=("CartPole-v1",), episode_steps=200, **_PROJECTED_CARTPOLE
     ),
     # Train and held-out sets share the agent's spaces (13 observations, 3 actions).
-    "MetaControl": _factory(TRAIN_TASKS, action_size=3, episode_steps=200),
-    "MetaControlHeldOut": _factory(HELD_OUT_TASKS, action_size=3, episode_steps=200),
+    "MetaControl": task(MetaEnv, tasks=TRAIN_TASKS, action_size=3, episode_steps=200),
+    "MetaControlHeldOut": task(MetaEnv, tasks=HELD_OUT_TASKS, action_size=3, episode_steps=200),
     # The S5 paper's DM Control sets through MuJoCo Playground (optional: ssmrl[dmc]).
-    "MetaDMC": _factory(PAPER_TRAIN_TASKS, action_size=2),
-    "MetaDMCHeldOut": _factory(PAPER_HELD_OUT_TASKS, action_size=2),
+    "MetaDMC": task(MetaEnv, tasks=PAPER_TRAIN_TASKS, action_size=2),
+    "MetaDMCHeldOut": task(MetaEnv, tasks=PAPER_HELD_OUT_TASKS, action_size=2),
 }

@@ -305,3 +305,20 @@ class FlattenObservation(Wrapper):
         obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
         info = {**info, "final_observation": self._flat(info["final_observation"], params)}
         return self._flat(obs, params), state, reward, terminated, truncated, info
+
+
+WRAPPERS: dict[str, type[Wrapper]] = {
+    "flatten": FlattenObservation,
+    "previous_action_reward": PreviousActionReward,
+    "episode_statistics": EpisodeStatistics,
+}
+"""Wrapper names an agent may ask for (its ``WRAPPERS``), applied innermost first."""
+
+
+def wrap(env: Any, names: tuple[str, ...] | list[str]) -> Any:
+    """``env`` inside the named wrappers, the first name innermost; unknown names raise."""
+    for name in names:
+        if name not in WRAPPERS:
+            raise ValueError(f"unknown wrapper {name!r}; allowed: {', '.join(WRAPPERS)}")
+        env = WRAPPERS[name](env)
+    return env

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import jax
 
+from ssmrl import envs
 from ssmrl.agents import ppo
-from ssmrl.cli import make_env
 from ssmrl.config import CoreConfig, OptimConfig
 
 CORES = {
@@ -51,7 +51,7 @@ def bench(name: str, args) -> dict:
         num_minibatches=4,
         total_timesteps=args.num_envs * args.num_steps * args.updates,
     )
-    env, env_params = make_env(cfg.env)
+    env, env_params = envs.make_for_agent(cfg.env, ppo.WRAPPERS)
     agent = ppo.make_agent(cfg, env, env_params)
 
     def updates(runner):

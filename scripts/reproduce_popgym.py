@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmrl import configfile
-from ssmrl.cli import TrainArgs, load_settings, make_env, train_settings
+from ssmrl import configfile, envs, experiment
 from ssmrl.configfile import ConfigError
 from ssmrl.driver import METRICS_FILE
 from ssmrl.metrics import mmer, nanmean, read_metrics, returns_matrix
@@ -57,7 +56,7 @@ ABOVE_MLP = ["RepeatPreviousEasy", "RepeatFirstEasy", "CountRecallEasy", "Autoen
 MARGIN = 0.1  # "clearly above": MMER higher by at least this much
 
 
-def run_one(settings: TrainArgs, task: str, core: str, out: Path) -> dict:
+def run_one(settings: experiment.Settings, task: str, core: str, out: Path) -> dict:
     """Train ``task`` with ``core`` for every seed; MMER per seed from the metrics file."""
     hp = settings.hparams
     cfg = dataclasses.replace(hp, env=task, core=dataclasses.replace(hp.core, name=core))
@@ -66,7 +65,7 @@ def run_one(settings: TrainArgs, task: str, core: str, out: Path) -> dict:
     print(f"\n{task} / {core}: {cfg.num_updates} updates x {settings.run.seeds} seeds")
     start = time.perf_counter()
     try:
-        train_settings(
+        experiment.train(
             dataclasses.replace(settings, hparams=cfg), run_dir, resume=True, same_settings=True
         )
     except ConfigError as e:
@@ -159,12 +158,10 @@ def main() -> None:
     tasks = args.tasks or (PAPER_TASKS if args.paper else CPU_TASKS)
     cores = args.cores or (["s5"] if args.paper else ["s5", "mlp"])
     try:
-        settings = load_settings(
-            "ppo", config, total_timesteps=args.total_timesteps, seeds=args.seeds
-        )
-        settings.hparams.validate()
+        overrides = {"total_timesteps": args.total_timesteps, "seeds": args.seeds}
+        settings = experiment.load_settings("ppo", config, overrides)
         for task in tasks:
-            make_env(task)
+            envs.make(task)
     except (configfile.ConfigError, ValueError) as e:
         parser.error(str(e))
 

@@ -56,10 +56,6 @@ class Checkpointer:
         """The update counter of the newest checkpoint; None when there is none."""
         return self._manager.latest_step()
 
-    def updates(self) -> list[int]:
-        """Update counters of every checkpoint kept, oldest first."""
-        return sorted(self._manager.all_steps())
-
     def save(self, update: int, state: Any) -> Path:
         """Save ``state`` as the checkpoint of ``update``; returns its directory."""
         self._manager.save(

@@ -8,7 +8,7 @@ YAML keys mirror the flags: nested dataclasses are nested mappings (``core: {nam
 is ``--core.name s5``), and a field annotated ``tyro.conf.arg(name="")`` has its fields
 at its parent's level in both. Fields whose metadata holds ``CLI_ONLY`` are flags only.
 Every mistake becomes a `ConfigError` whose message is one line naming the key and the
-allowed keys, values or type; `load_or_exit` prints it and exits with status 2. Nothing
+allowed keys, values or type; `fail` prints one and exits with status 2. Nothing
 here touches JAX.
 """
 
@@ -356,9 +356,26 @@ def fail(message: str, prog: str = "ssmrl") -> NoReturn:
     raise SystemExit(2)
 
 
-def load_or_exit(cls: type[T] | Any, args: Sequence[str], **kwargs: Any) -> T:
-    """`load`, turning a `ConfigError` into a one-line message on stderr and exit status 2."""
-    try:
-        return load(cls, args, **kwargs)
-    except ConfigError as e:
-        fail(str(e))
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["core.name=gru", "gamma=0.5"]`` -> ``{"core": {"name": "gru"}, "gamma": 0.5}``.
+
+    Each value is read as YAML (``1e-3``, ``true``, ``[1, 2]``), so the overrides take
+    the same keys, types and checks as a YAML file (`from_dict`).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. core.name=gru")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is set to a value and a mapping")
+        node[leaf] = value
+    return out

@@ -1,17 +1,15 @@
 """Training driver: many seeds at once in jitted chunks of updates, with logs and checkpoints.
 
 ```python
-agent = ssmrl.agents.ppo.make_agent(cfg, env, env_params)
-summary = ssmrl.driver.train(
-    agent.init, agent.update, num_updates=agent.num_updates,
-    steps_per_update=cfg.steps_per_update, run_dir="runs/demo", run=RunConfig(seeds=4),
-)
+agent = ssmrl.agents.ppo.make_agent(cfg, env, env_params)       # an ssmrl.agent.Agent
+summary = ssmrl.driver.train(agent, run_dir="runs/demo", run=RunConfig(seeds=4))
 print(summary.mmer, summary.plot)
 ```
 
-The driver knows agents only through ``init(key) -> runner`` and ``update(runner) ->
-(runner, metrics)``, where ``metrics`` is a NamedTuple (or dict) of scalars with a
-``mean_return`` entry (NaN when no episode ended in that update). Seeds are vmapped;
+The driver knows agents only through the `ssmrl.agent.Agent` contract: ``init(key) ->
+runner`` and ``update(runner) -> (runner, metrics)``, where ``metrics`` is a NamedTuple
+(or dict) of scalars with a ``mean_return`` entry (NaN when no episode ended in that
+update), with ``num_updates`` and ``steps_per_update``. Seeds are vmapped;
 ``chunk`` updates run as one jitted ``lax.scan``, and between chunks the driver writes
 ``metrics.jsonl`` (one line per update), updates the progress bar, checkpoints, and
 redraws ``learning_curve.png``. Continuing a run from its last checkpoint gives the
@@ -44,6 +42,7 @@ from rich.table import Column
 from rich.text import Text
 
 from ssmrl import configfile
+from ssmrl.agent import Agent
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.metrics import (
     MetricsWriter,
@@ -53,6 +52,7 @@ from ssmrl.metrics import (
     returns_matrix,
     truncate,
 )
+from ssmrl.xla import compiler_options
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -111,9 +111,6 @@ def seed_keys(seed: int, seeds: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(seeds))
 
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
 @functools.lru_cache(maxsize=16)
 def compiled(
     init: Callable, update: Callable, num_updates: int, chunk: int, fast_compile: bool = False
@@ -137,7 +134,7 @@ def compiled(
 
         return jax.lax.scan(body, runner, jnp.arange(chunk))
 
-    options = FAST_COMPILE if fast_compile else None
+    options = compiler_options(fast_compile)
     return (
         jax.jit(jax.vmap(init), compiler_options=options),
         jax.jit(run_chunk, compiler_options=options),
@@ -222,12 +219,81 @@ def _records(
     return out
 
 
+class _Log:
+    """Where a run's metrics go: metrics.jsonl, the learning curve, TensorBoard."""
+
+    def __init__(self, run_dir: Path, run: RunConfig, done: int, console: Console):
+        self.path, self.plot_path, self.name = (
+            run_dir / METRICS_FILE,
+            run_dir / PLOT_FILE,
+            run_dir.name,
+        )
+        records = truncate(self.path, done)
+        steps, returns = returns_matrix(records) if records else ([], np.zeros((0, run.seeds)))
+        self.steps, self.returns = list(steps), list(returns)
+        finite = [r["mean_return"] for r in records if r["mean_return"] is not None]
+        self.last_return = finite[-1] if finite else None
+        self.writer = MetricsWriter(self.path)
+        self.tb = _tensorboard(run_dir / "tensorboard", console) if run.tensorboard else None
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.writer.write(record)
+            self.steps.append(record["env_steps"])
+            self.returns.append(record["mean_return_per_seed"])
+            if self.tb is not None:
+                for k, v in record.items():
+                    if isinstance(v, float) and math.isfinite(v):
+                        self.tb.add_scalar(f"train/{k}", v, record["env_steps"])
+            if math.isfinite(record["mean_return"]):
+                self.last_return = record["mean_return"]
+
+    def plot(self) -> None:
+        if self.steps:
+            plot_learning_curve(self.steps, self.returns, self.plot_path, self.name)
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _start(agent: Agent, ckpt: Checkpointer, init_seeds, keys, resume: bool, console) -> tuple:
+    """``(runner [seeds], updates done)``: the newest checkpoint's state, or a fresh one."""
+    if not resume and ckpt.latest is not None:
+        raise FileExistsError(
+            f"{ckpt.directory.parent} already holds checkpoints; pass resume=True or use a "
+            "new run_dir"
+        )
+    if resume and ckpt.latest is not None:
+        runner, done = ckpt.restore(jax.eval_shape(init_seeds, keys))
+        console.print(f"Resuming {ckpt.directory.parent} from update {done} of {agent.num_updates}")
+        return runner, done
+    return init_seeds(keys), 0
+
+
+def _chunk_metrics(metrics: Any, done: int, chunk: int, num_updates: int) -> dict:
+    """The chunk's metrics as arrays, without the rows skipped past ``num_updates``."""
+    return {k: v[: min(chunk, num_updates - done)] for k, v in _as_dict(metrics).items()}
+
+
+def _non_finite(metrics: Mapping[str, np.ndarray], bad: tuple, done: int, ckpt) -> NonFiniteError:
+    row, name, seed = bad
+    value = metrics[name][row].reshape(-1)[seed]
+    kept = (
+        f"the last good checkpoint is update {ckpt.latest} in {ckpt.directory}"
+        if ckpt.latest is not None
+        else "no checkpoint was saved"
+    )
+    return NonFiniteError(
+        f"{name} is {value} at update {done + row + 1} (seed {seed}); "
+        f"stopped without saving that state; {kept}"
+    )
+
+
 def train(
-    init: Callable,
-    update: Callable,
+    agent: Agent,
     *,
-    num_updates: int,
-    steps_per_update: int,
     run_dir: str | os.PathLike,
     run: RunConfig = RunConfig(),
     config: Mapping[str, Any] | None = None,
@@ -236,12 +302,11 @@ def train(
     resume_command: str | None = None,
     on_chunk: Callable[[int, Any], None] | None = None,
 ) -> Summary:
-    """Train ``run.seeds`` seeds for ``num_updates`` updates, writing into ``run_dir``.
+    """Train ``run.seeds`` seeds of ``agent`` for ``agent.num_updates`` updates into ``run_dir``.
 
     Args:
-        init, update: the agent's pure ``init(key) -> runner`` and ``update(runner) ->
-            (runner, metrics)``.
-        num_updates: updates per seed; ``steps_per_update``: env steps per update and seed.
+        agent: an `ssmrl.agent.Agent`; only ``init``, ``update``, ``num_updates`` and
+            ``steps_per_update`` are used here.
         run_dir: created if needed; ``config`` (the resolved config) is written there
             as ``config.yaml`` when the run starts.
         resume: continue from the newest checkpoint in ``run_dir`` (from scratch if
@@ -260,93 +325,54 @@ def train(
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    num_updates, steps_per_update = agent.num_updates, agent.steps_per_update
     chunk = min(run.chunk, num_updates)
-    init_seeds, run_chunk = compiled(init, update, num_updates, chunk, run.fast_compile)
+    init_seeds, run_chunk = compiled(agent.init, agent.update, num_updates, chunk, run.fast_compile)
     keys = seed_keys(run.seed, run.seeds)
-    metrics_path = run_dir / METRICS_FILE
     resume_command = resume_command or f"resume from {run_dir / CHECKPOINT_DIR}"
 
     ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, max_to_keep=run.keep_checkpoints)
-    if not resume and ckpt.latest is not None:
+    try:
+        runner, done = _start(agent, ckpt, init_seeds, keys, resume, console)
+    except BaseException:
         ckpt.close()
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints; pass resume=True or use a new run_dir"
-        )
-    done = 0
-    if resume and ckpt.latest is not None:
-        runner, done = ckpt.restore(jax.eval_shape(init_seeds, keys))
-        console.print(f"Resuming {run_dir} from update {done} of {num_updates}")
-    else:
-        if config is not None:  # a fresh start, resumed or not
-            configfile.write_yaml(config, run_dir / CONFIG_FILE)
-        runner = init_seeds(keys)
-    records = truncate(metrics_path, done)
-    steps, returns = returns_matrix(records) if records else ([], np.zeros((0, run.seeds)))
-    history = {"steps": list(steps), "returns": list(returns)}
-    plot_path = run_dir / PLOT_FILE
+        raise
+    if done == 0 and config is not None:  # a fresh start, resumed or not
+        configfile.write_yaml(config, run_dir / CONFIG_FILE)
+    log = _Log(run_dir, run, done, console)
 
-    def plot():
-        if history["steps"]:
-            plot_learning_curve(history["steps"], history["returns"], plot_path, run_dir.name)
-
-    def save(update: int):
+    def save(update: int) -> Path:
         if ckpt.latest != update:
             ckpt.save(update, runner)
-        plot()
+        log.plot()
         return ckpt.directory / str(update)
 
-    tb = _tensorboard(run_dir / "tensorboard", console) if run.tensorboard else None
-    writer = MetricsWriter(metrics_path)
     progress = _progress(console)
-    total = num_updates * steps_per_update
-    finite = [r["mean_return"] for r in records if r["mean_return"] is not None]
-    last_return = finite[-1] if finite else None
     task = progress.add_task(
         "compiling" if done < num_updates else "done",
-        total=total,
+        total=num_updates * steps_per_update,
         completed=done * steps_per_update,
     )
-    progress.update(task, ret=_format(last_return))
+    progress.update(task, ret=_format(log.last_return))
     start_time, start_done = time.perf_counter(), done
     try:
         with progress:
             while done < num_updates:
                 new_runner, metrics = run_chunk(runner, jnp.int32(done))
-                metrics = {
-                    k: v[: min(chunk, num_updates - done)] for k, v in _as_dict(metrics).items()
-                }
+                metrics = _chunk_metrics(metrics, done, chunk, num_updates)
                 bad = _first_non_finite(metrics)
                 rows = len(metrics["mean_return"]) if bad is None else bad[0] + 1
                 wall_s = time.perf_counter() - start_time
-                for record in _records(metrics, rows, done, steps_per_update, wall_s):
-                    writer.write(record)
-                    history["steps"].append(record["env_steps"])
-                    history["returns"].append(record["mean_return_per_seed"])
-                    if tb is not None:
-                        for k, v in record.items():
-                            if isinstance(v, float) and math.isfinite(v):
-                                tb.add_scalar(f"train/{k}", v, record["env_steps"])
-                    if math.isfinite(record["mean_return"]):
-                        last_return = record["mean_return"]
+                log.write(_records(metrics, rows, done, steps_per_update, wall_s))
                 if bad is not None:
-                    row, name, seed = bad
-                    value = metrics[name][row].reshape(-1)[seed]
-                    kept = (
-                        f"the last good checkpoint is update {ckpt.latest} in {ckpt.directory}"
-                        if ckpt.latest is not None
-                        else "no checkpoint was saved"
-                    )
-                    plot()
-                    raise NonFiniteError(
-                        f"{name} is {value} at update {done + row + 1} (seed {seed}); "
-                        f"stopped without saving that state; {kept}"
-                    )
+                    log.plot()
+                    raise _non_finite(metrics, bad, done, ckpt)
                 previous, runner, done = done, new_runner, done + rows
                 progress.update(
                     task,
                     description="training",
                     completed=done * steps_per_update,
-                    ret=_format(last_return),
+                    ret=_format(log.last_return),
                 )
                 every = run.checkpoint_every
                 if every and done // every > previous // every and done < num_updates:
@@ -356,7 +382,7 @@ def train(
                         rate /= max(time.perf_counter() - start_time, 1e-9)
                         console.print(
                             f"update {done}/{num_updates}  {done * steps_per_update:,} steps  "
-                            f"return {_format(last_return)}  {rate:,.0f} steps/s"
+                            f"return {_format(log.last_return)}  {rate:,.0f} steps/s"
                         )
                 if on_chunk is not None:
                     on_chunk(done, runner)
@@ -372,10 +398,8 @@ def train(
             console.print("[yellow]Interrupted before the first chunk finished; nothing saved.")
         raise
     finally:
-        writer.close()
+        log.close()
         ckpt.close()
-        if tb is not None:
-            tb.close()
 
     elapsed = time.perf_counter() - start_time
     if done > start_done:
@@ -385,14 +409,14 @@ def train(
             f"{'s' if run.seeds > 1 else ''}) in {elapsed:.1f} s: "
             f"{steps / max(elapsed, 1e-9):,.0f} env steps/s over all seeds, compilation included"
         )
-    score = mmer(np.array(history["returns"])) if history["returns"] else math.nan
+    score = mmer(np.array(log.returns)) if log.returns else math.nan
     return Summary(
         run_dir=run_dir,
         updates=done,
         env_steps=done * steps_per_update,
         mmer=score,
-        final_return=float(last_return) if last_return is not None else math.nan,
-        plot=plot_path if plot_path.exists() else None,
+        final_return=float(log.last_return) if log.last_return is not None else math.nan,
+        plot=log.plot_path if log.plot_path.exists() else None,
         checkpoint=checkpoint,
         state=runner,
     )

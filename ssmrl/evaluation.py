@@ -2,9 +2,9 @@
 
 Both run ``E`` environments in parallel, one episode (or one trial) per row, inside
 one ``lax.while_loop`` that stops when every row has finished, and are jitted and
-vmapped over seeds. The policy is the agent's ``act(params, carry, obs, reset, key,
-greedy) -> (carry, action)``; the memory is reset only where the environment's
-``terminated | truncated`` ended the previous step.
+vmapped over seeds. The policy is an `ssmrl.agent.Agent`'s ``act(params, carry, obs,
+reset, key, greedy) -> (carry, action)`` from its ``initial_carry(E)``; the memory is
+reset only where the environment's ``terminated | truncated`` ended the previous step.
 
 An adaptation curve needs an environment whose episodes are trials of several
 episodes (`ssmrl.envs.meta`): its ``info`` reports the `ssmrl.trial_info` keys for each
@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssmrl.driver import FAST_COMPILE
+from ssmrl.agent import Agent
 from ssmrl.trial_info import TRIAL_EPISODE_DONE, TRIAL_EPISODE_INDEX, TRIAL_EPISODE_RETURN
+from ssmrl.xla import compiler_options
 
 
 class Loop(NamedTuple):
@@ -40,8 +41,9 @@ class Loop(NamedTuple):
     stats: Any  # what the caller accumulates
 
 
-def _rollout(act, carry0, env, env_params, rows, greedy, accumulate, stats0):
+def _rollout(agent, env, env_params, rows, greedy, accumulate, stats0):
     """``run(params, key) -> (stats, done [E])`` for one seed."""
+    act, carry0 = agent.act, agent.initial_carry(rows)
     max_steps = getattr(env_params, "max_steps_in_episode", None) or 100_000
 
     def run(params, key):
@@ -79,8 +81,7 @@ def _rollout(act, carry0, env, env_params, rows, greedy, accumulate, stats0):
 
 
 def episode_returns(
-    act: Callable,
-    carry0: Any,
+    agent: Agent,
     env: Any,
     env_params: Any,
     episodes: int,
@@ -91,20 +92,19 @@ def episode_returns(
 
     | argument | shape |
     |---|---|
-    | ``carry0`` | the core's initial carry for ``E = episodes`` rows |
+    | ``agent`` | an `ssmrl.agent.Agent` (its ``act`` and ``initial_carry``) |
     | ``params``, ``keys`` | a leading seed axis ``S`` |
     """
 
     def accumulate(total, live, reward, info):
         return total + jnp.where(live, reward, 0.0)
 
-    run = _rollout(act, carry0, env, env_params, episodes, greedy, accumulate, jnp.zeros(episodes))
-    return jax.jit(jax.vmap(run), compiler_options=FAST_COMPILE if fast_compile else None)
+    run = _rollout(agent, env, env_params, episodes, greedy, accumulate, jnp.zeros(episodes))
+    return jax.jit(jax.vmap(run), compiler_options=compiler_options(fast_compile))
 
 
 def trial_returns(
-    act: Callable,
-    carry0: Any,
+    agent: Agent,
     env: Any,
     env_params: Any,
     trials: int,
@@ -126,13 +126,13 @@ def trial_returns(
         hit = hit & (info[TRIAL_EPISODE_DONE] & live)[:, None]
         return sums + jnp.where(hit, info[TRIAL_EPISODE_RETURN][:, None], 0.0), ended | hit
 
-    run = _rollout(act, carry0, env, env_params, trials, greedy, accumulate, (zeros, zeros > 0))
+    run = _rollout(agent, env, env_params, trials, greedy, accumulate, (zeros, zeros > 0))
 
     def stats_only(params, key):
         (sums, ended), _ = run(params, key)
         return sums, ended
 
-    return jax.jit(jax.vmap(stats_only), compiler_options=FAST_COMPILE if fast_compile else None)
+    return jax.jit(jax.vmap(stats_only), compiler_options=compiler_options(fast_compile))
 
 
 class Adaptation(NamedTuple):
@@ -144,8 +144,7 @@ class Adaptation(NamedTuple):
 
 
 def adaptation(
-    act: Callable,
-    carry0: Any,
+    agent: Agent,
     env: Any,
     env_params: Any,
     trials: int,
@@ -158,7 +157,7 @@ def adaptation(
 
     | arg / result         | shape              |
     |----------------------|--------------------|
-    | carry0               | memory for E rows  |
+    | agent                | `ssmrl.agent.Agent` |
     | params, keys         | [S] (one per seed) |
     | curve.mean/std/count | [K]                |
     | returns, finished    | [S, E, K]          |
@@ -171,7 +170,7 @@ def adaptation(
         seed_pool_start=env_params.seed_pool_start,
         seed_pool_size=env_params.seed_pool_size,
     )
-    run = trial_returns(act, carry0, env, env_params, trials, greedy)
+    run = trial_returns(agent, env, env_params, trials, greedy)
     returns, finished = (np.asarray(x) for x in run(params, keys))
     return Adaptation(summarize(returns, finished), returns, finished)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssmrl import cli, configfile, driver
+from ssmrl import cli, configfile, driver, experiment
 from ssmrl.agents import ppo
 
 TINY = [
@@ -92,7 +92,7 @@ def test_an_existing_run_dir_is_left_untouched(tmp_path, capsys):
 def test_resume_keeps_the_saved_settings(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    saved = cli.TrainArgs(agent="ppo", hparams=ppo.Config(), run=driver.RunConfig(seeds=2))
+    saved = experiment.Settings(agent="ppo", hparams=ppo.Config(), run=driver.RunConfig(seeds=2))
     configfile.write_yaml(saved, run_dir / "config.yaml")
     before = _snapshot(run_dir)
     assert cli.main(["train", "ppo", "--resume", str(run_dir), "--num-envs", "32"]) == 2
@@ -146,28 +146,32 @@ def test_train_then_eval_then_resume_a_finished_run(tmp_path, capsys):
     data = configfile.read_yaml(saved_path)
     del data["next_episode_discount"]
     saved_path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    settings = cli.load_settings("ppo", saved_path)
-    _, summary = cli.train_settings(settings, run_dir, resume=True, same_settings=True)
+    settings = experiment.load_settings("ppo", saved_path)
+    _, summary = experiment.train(settings, run_dir, resume=True, same_settings=True)
     assert summary.state is not None
-    other = cli.load_settings("ppo", saved_path, seeds=3, gamma=0.5)
+    other = experiment.load_settings("ppo", saved_path, {"seeds": 3, "gamma": 0.5})
     with pytest.raises(configfile.ConfigError, match=r"other settings \(gamma, seeds\)"):
-        cli.train_settings(other, run_dir, resume=True, same_settings=True)
+        experiment.train(other, run_dir, resume=True, same_settings=True)
 
 
 @pytest.mark.parametrize(
     "preset", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=str
 )
 def test_every_preset_is_valid(preset, tmp_path):
-    _, parsed, _, _ = cli._parse_train("ppo", ["--config", str(preset), "--run-dir", str(tmp_path)])
+    parsed, _, _ = cli._parse_train("ppo", ["--config", str(preset), "--run-dir", str(tmp_path)])
     parsed.hparams.validate()
-    assert cli.load_settings("ppo", preset).hparams == parsed.hparams
+    assert experiment.load_settings("ppo", preset).hparams == parsed.hparams
 
 
 def test_the_cpu_preset_is_the_code_default():
     preset = Path(__file__).parents[1] / "configs" / "ppo_cpu.yaml"
-    assert cli.load_settings("ppo", preset).hparams == ppo.Config()
-    changed = cli.load_settings("ppo", preset, seeds=3, total_timesteps=8192, chunk=None)
+    assert experiment.load_settings("ppo", preset).hparams == ppo.Config()
+    changes = {"seeds": 3, "total_timesteps": 8192, "chunk": None, "core": {"name": "gru"}}
+    changed = experiment.load_settings("ppo", preset, changes)
     assert changed.run.seeds == 3 and changed.hparams.total_timesteps == 8192
-    assert changed.run.chunk == cli.load_settings("ppo", preset).run.chunk
+    assert changed.hparams.core.name == "gru"
+    assert changed.run.chunk == experiment.load_settings("ppo", preset).run.chunk
     with pytest.raises(configfile.ConfigError, match="seeds: expected int"):
-        cli.load_settings("ppo", preset, seeds="many")
+        experiment.load_settings("ppo", preset, {"seeds": "many"})
+    with pytest.raises(configfile.ConfigError, match="num_minibatches"):
+        experiment.load_settings("ppo", preset, {"num_minibatches": 7})

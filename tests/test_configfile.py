@@ -138,12 +138,26 @@ def test_bad_yaml_files(tmp_path, text, message):
         configfile.load(Command, ["--config"])
 
 
-def test_load_or_exit_prints_one_line_and_exits_2(tmp_path, capsys):
+def test_fail_prints_one_line_and_exits_2(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("inner:\n  depth: 3\n")
     with pytest.raises(SystemExit) as info:
-        configfile.load_or_exit(Command, ["--config", str(path)])
+        try:
+            configfile.load(Command, ["--config", str(path)])
+        except configfile.ConfigError as e:
+            configfile.fail(str(e))
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("ssmrl: error: ") and "unknown key inner.depth" in err
+
+
+def test_parse_overrides_nests_dotted_keys_and_reads_values_as_yaml():
+    got = configfile.parse_overrides(["core.name=gru", "gamma=0.5", "lr=1e-3", "flag=true"])
+    assert got == {"core": {"name": "gru"}, "gamma": 0.5, "lr": "1e-3", "flag": True}
+    assert configfile.parse_overrides(["a.b=1", "a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
+    for bad in ("gamma", "=1", "core..name=x", "a=[1"):
+        with pytest.raises(configfile.ConfigError, match="override"):
+            configfile.parse_overrides([bad])
+    with pytest.raises(configfile.ConfigError, match="a value and a mapping"):
+        configfile.parse_overrides(["a=1", "a.b=2"])

@@ -17,6 +17,7 @@ from gymnax.environments import environment, spaces
 from rich.console import Console
 
 from ssmrl import driver
+from ssmrl.agent import Agent
 from ssmrl.agents import ppo
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.config import CoreConfig
@@ -82,15 +83,12 @@ def _console() -> Console:
 def _train(run_dir, agent=None, run=RUN, **kwargs):
     agent = agent or _agent()
     kwargs.setdefault("console", _console())
-    return driver.train(
-        agent.init,
-        agent.update,
-        num_updates=agent.num_updates,
-        steps_per_update=CFG.steps_per_update,
-        run_dir=run_dir,
-        run=run,
-        **kwargs,
-    )
+    return driver.train(agent, run_dir=run_dir, run=run, **kwargs)
+
+
+def _kept(ckpt):
+    """Update counters of the checkpoints on disk, oldest first."""
+    return sorted(int(p.name) for p in ckpt.directory.iterdir() if p.name.isdigit())
 
 
 def _assert_trees_equal(a, b):
@@ -137,7 +135,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert "Interrupted: saved update 2 of 4" in console.file.getvalue()
     assert "RESUME-ME" in console.file.getvalue()
     with Checkpointer(tmp_path / "cut" / "checkpoints") as ckpt:
-        assert ckpt.updates() == [2]
+        assert _kept(ckpt) == [2]
 
     resumed = _train(tmp_path / "cut", resume=True)
     _assert_trees_equal(resumed.state, whole.state)
@@ -147,7 +145,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     )
 
     with Checkpointer(tmp_path / "whole" / "checkpoints") as ckpt:
-        assert ckpt.updates() == [2, 4]
+        assert _kept(ckpt) == [2, 4]
         state, update = ckpt.restore(jax.eval_shape(lambda: whole.state))
     assert update == 4
     _assert_trees_equal(state, whole.state)
@@ -164,7 +162,7 @@ class FakeMetrics(NamedTuple):
     total_loss: jax.Array
 
 
-def _fake_agent(bad_seed_key, nan_at):
+def _fake_agent(bad_seed_key, nan_at, num_updates):
     """Counts updates; seed ``bad_seed_key``'s loss is NaN from update ``nan_at`` on."""
 
     def init(key):
@@ -176,24 +174,15 @@ def _fake_agent(bad_seed_key, nan_at):
         ret = jnp.where(count % 2 == 0, 0.1 * count, jnp.nan)  # no episode ends on odd updates
         return {**runner, "count": count}, FakeMetrics(ret, loss)
 
-    return init, update
+    return Agent(init, update, None, None, None, num_updates, 5, ())
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     run = driver.RunConfig(seeds=2, chunk=2, checkpoint_every=2)
-    init, update = _fake_agent(driver.seed_keys(0, 2)[1], nan_at=6)
+    agent = _fake_agent(driver.seed_keys(0, 2)[1], nan_at=6, num_updates=10)
 
     def go(**kwargs):
-        return driver.train(
-            init,
-            update,
-            num_updates=10,
-            steps_per_update=5,
-            run_dir=tmp_path,
-            run=run,
-            console=_console(),
-            **kwargs,
-        )
+        return driver.train(agent, run_dir=tmp_path, run=run, console=_console(), **kwargs)
 
     with pytest.raises(driver.NonFiniteError) as info:
         go()
@@ -201,8 +190,10 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "total_loss is nan at update 6 (seed 1)" in message
     assert "last good checkpoint is update 4" in message
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
-        assert ckpt.updates() == [2, 4]
-        state, update_count = ckpt.restore(jax.eval_shape(jax.vmap(init), driver.seed_keys(0, 2)))
+        assert _kept(ckpt) == [2, 4]
+        state, update_count = ckpt.restore(
+            jax.eval_shape(jax.vmap(agent.init), driver.seed_keys(0, 2))
+        )
     assert update_count == 4 and np.asarray(state["count"]).tolist() == [4, 4]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["update"] for line in lines] == [1, 2, 3, 4, 5, 6]
@@ -214,22 +205,14 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_last_chunk_may_be_short_and_mmer_ignores_updates_without_episodes(tmp_path):
-    init, update = _fake_agent(jnp.zeros(2, jnp.uint32), nan_at=10**6)
+    agent = _fake_agent(jnp.zeros(2, jnp.uint32), nan_at=10**6, num_updates=7)
     run = driver.RunConfig(seeds=3, chunk=4, checkpoint_every=0)
-    summary = driver.train(
-        init,
-        update,
-        num_updates=7,
-        steps_per_update=5,
-        run_dir=tmp_path,
-        run=run,
-        console=_console(),
-    )
+    summary = driver.train(agent, run_dir=tmp_path, run=run, console=_console())
     assert np.asarray(summary.state["count"]).tolist() == [7, 7, 7]
     assert summary.env_steps == 35 and summary.mmer == pytest.approx(0.6)
     assert summary.final_return == pytest.approx(0.6)
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
-        assert ckpt.updates() == [7]
+        assert _kept(ckpt) == [7]
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["update"] for r in records] == list(range(1, 8))
     assert records[0]["mean_return"] is None and records[1]["mean_return"] == pytest.approx(0.2)

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from ssmrl import cli, evaluation
+from ssmrl.agent import Agent
 from ssmrl.envs.meta import MetaEnv
+
+
+def policy(act):
+    """An agent made of ``act`` alone, with a float counter ``[E]`` as its memory."""
+    return Agent(None, None, act, lambda rows: jnp.zeros(rows), None, 0, 0, ())
 
 
 def push_left(params, carry, obs, reset, key, greedy):
@@ -23,9 +29,7 @@ def test_episode_returns_match_a_plain_loop():
     env, params = gymnax.make("CartPole-v1")
     rows, seeds = 5, 2
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    run = evaluation.episode_returns(
-        push_left, jnp.zeros(rows), env, params, rows, fast_compile=True
-    )
+    run = evaluation.episode_returns(policy(push_left), env, params, rows, fast_compile=True)
     returns, finished = (np.asarray(x) for x in run(jnp.zeros(seeds), keys))
     assert finished.all()
     for s in range(seeds):
@@ -44,7 +48,7 @@ def test_episode_returns_match_a_plain_loop():
 def test_trial_returns_index_every_episode():
     env = MetaEnv(("CartPole-v1",), episode_steps=5, episodes_per_trial=3)
     params = env.params_for(4)  # evaluated out to more episodes than trained
-    run = evaluation.trial_returns(push_left, jnp.zeros(2), env, params, 2, fast_compile=True)
+    run = evaluation.trial_returns(policy(push_left), env, params, 2, fast_compile=True)
     returns, finished = (
         np.asarray(x) for x in run(jnp.zeros(1), jax.random.split(jax.random.PRNGKey(1), 1))
     )
@@ -63,15 +67,13 @@ def test_adaptation_changes_the_trial_length_and_keeps_the_seed_pool():
     env = MetaEnv(("CartPole-v1",), episode_steps=30, episodes_per_trial=2)
     pooled = env.params_for(2, seed_pool_start=7, seed_pool_size=1)
     keys = jax.random.split(jax.random.PRNGKey(3), 1)
-    got = evaluation.adaptation(
-        push_by_first_input, jnp.zeros(4), env, pooled, 4, 3, jnp.zeros(1), keys
-    )
+    got = evaluation.adaptation(policy(push_by_first_input), env, pooled, 4, 3, jnp.zeros(1), keys)
     assert got.returns.shape == got.finished.shape == (1, 4, 3) and got.finished.all()
     np.testing.assert_allclose(got.curve.mean, got.returns.mean((0, 1)), rtol=1e-6)
     same = env.params_for(3, seed_pool_start=7, seed_pool_size=1)
-    run = evaluation.trial_returns(push_by_first_input, jnp.zeros(4), env, same, 4)
+    run = evaluation.trial_returns(policy(push_by_first_input), env, same, 4)
     np.testing.assert_array_equal(got.returns, np.asarray(run(jnp.zeros(1), keys)[0]))
-    fresh = evaluation.trial_returns(push_by_first_input, jnp.zeros(4), env, env.params_for(3), 4)
+    fresh = evaluation.trial_returns(policy(push_by_first_input), env, env.params_for(3), 4)
     assert (got.returns != np.asarray(fresh(jnp.zeros(1), keys)[0])).any()  # the pool mattered
 
 

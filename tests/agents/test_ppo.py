@@ -82,7 +82,7 @@ def _env(kind: str):
 def _agent(core: str, kind: str):
     cfg = replace(TINY, core=replace(TINY.core, name=core))
     env, params = _env(kind)
-    agent = ppo.make_agent(cfg, env, params)
+    agent = ppo.make_parts(cfg, env, params)
     return agent, jax.jit(agent.init), jax.jit(agent.rollout)
 
 
@@ -176,7 +176,7 @@ def test_episode_returns_end_returns_at_every_episode_end_inside_a_trial():
     runs = {}
     for flag, next_discount in ((False, 0.0), (True, 0.0), (True, 0.25)):
         change = dict(episode_returns=flag, next_episode_discount=next_discount)
-        agent = ppo.make_agent(replace(cfg, **change), env, params)
+        agent = ppo.make_parts(replace(cfg, **change), env, params)
         runner = agent.init(jax.random.PRNGKey(0))
         runs[flag, next_discount] = jax.jit(agent.rollout)(runner)[1]
     # Same key, same policy: one rollout, read three ways.
@@ -226,5 +226,5 @@ def test_episode_returns_end_returns_at_every_episode_end_inside_a_trial():
 
     with pytest.raises(ValueError, match="trial_episode_done"):
         env, params = _env("discrete")
-        agent = ppo.make_agent(replace(TINY, episode_returns=True), env, params)
+        agent = ppo.make_parts(replace(TINY, episode_returns=True), env, params)
         agent.rollout(agent.init(jax.random.PRNGKey(0)))

@@ -1,0 +1,50 @@
+"""The agent contract: what the driver, evaluation, CLI and scripts know of any agent.
+
+An agent module (``ssmrl.agents.ppo``, ...) exposes ``Config`` (a frozen dataclass with
+an ``env`` name and ``validate()``), ``WRAPPERS`` (the env wrappers it wants, names for
+`ssmrl.envs.make_for_agent`) and ``make_agent(cfg, env, env_params) -> Agent``. Every
+function in the `Agent` is pure and works on ONE seed; the driver vmaps over seeds.
+
+| field              | call, or value                                   |
+|--------------------|--------------------------------------------------|
+| ``init``           | ``init(key) -> state``                           |
+| ``update``         | ``update(state) -> (state, metrics)``            |
+| ``act``            | ``act(params, carry, obs, reset, key, greedy)``  |
+|                    | ``-> (carry, action)``                           |
+| ``initial_carry``  | ``initial_carry(E) -> carry`` (memory of E envs) |
+| ``policy_params``  | ``policy_params(state) -> params`` (for ``act``) |
+| ``num_updates``    | int: updates in the whole run                    |
+| ``steps_per_update`` | int: env steps per update                      |
+| ``wrappers``       | the wrapper names its env was built with         |
+
+| array    | shape (one seed) |
+|----------|------------------|
+| state, params, carry | any pytrees of arrays |
+| metrics  | a NamedTuple of scalars `[]` |
+| obs      | ``[E, O]``       |
+| reset    | ``[E]`` bool     |
+| action   | ``[E]`` (discrete) or ``[E, A]`` |
+
+``metrics`` holds scalars and includes ``mean_return``: the mean return of the episodes
+that ended during the update (NaN if none). ``reset[e]`` True means ``obs[e]`` starts a
+new episode (the memory is cleared before it is read); ``greedy`` (a Python bool) picks
+the most likely action instead of sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+
+class Agent(NamedTuple):
+    """One agent on one environment, as pure functions of one seed (see the module table)."""
+
+    init: Callable[[Any], Any]
+    update: Callable[[Any], tuple[Any, Any]]
+    act: Callable[..., tuple[Any, Any]]
+    initial_carry: Callable[[int], Any]
+    policy_params: Callable[[Any], Any]
+    num_updates: int
+    steps_per_update: int
+    wrappers: tuple[str, ...]

@@ -1,0 +1,332 @@
+"""Wiring: settings -> environment + agent -> train, resume, evaluate.
+
+The command line (`ssmrl.cli`) and the scripts both call this module; it is the one
+place that imports agent modules and environments together.
+
+```python
+settings = experiment.load_settings("ppo", "configs/ppo_cpu.yaml", {"seeds": 2})
+trained, summary = experiment.train(settings, Path("runs/demo"))
+run = experiment.restore(Path("runs/demo"))    # a Trained from the newest checkpoint
+returns, finished = experiment.episode_returns(run, episodes=32)
+```
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Generic, NamedTuple, TypeVar
+
+import tyro
+
+from ssmrl import configfile
+from ssmrl.agent import Agent
+from ssmrl.configfile import CLI_ONLY, ConfigError
+from ssmrl.driver import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RunConfig
+
+
+class AgentSpec(NamedTuple):
+    """An agent that can be trained: its module (``Config``, ``WRAPPERS``, ``make_agent``)."""
+
+    module: str
+    summary: str
+
+
+AGENTS = {"ppo": AgentSpec("ssmrl.agents.ppo", "recurrent PPO; policy and value share a core")}
+
+RESUMABLE = ("chunk", "checkpoint_every", "keep_checkpoints", "tensorboard", "fast_compile")
+"""Run settings that may change when a run is resumed (they do not change what is trained)."""
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Settings(Generic[C]):
+    """Everything a training run takes; YAML files hold all but the CLI-only fields."""
+
+    agent: tyro.conf.Suppress[str]
+    hparams: Annotated[C, tyro.conf.arg(name="")]
+    run: Annotated[RunConfig, tyro.conf.arg(name="")]
+    config: Path | None = field(default=None, metadata=CLI_ONLY)
+    """YAML file of settings; flags override it"""
+    run_dir: Path | None = field(default=None, metadata=CLI_ONLY)
+    """where the run is written (default: runs/AGENT-ENV-CORE-TIME); must be new or empty"""
+    resume: Path | None = field(default=None, metadata=CLI_ONLY)
+    """continue this run directory from its newest checkpoint, with its saved settings"""
+
+
+def agent_module(name: str) -> Any:
+    """The module of agent ``name``; `ConfigError` naming the agents for an unknown one."""
+    if name not in AGENTS:
+        raise ConfigError(f"unknown agent {name!r}; allowed: {', '.join(AGENTS)}")
+    return importlib.import_module(AGENTS[name].module)
+
+
+def settings_class(agent: str) -> Any:
+    """The `Settings` type of ``agent`` (its hyperparameters are the agent's ``Config``)."""
+    return Settings[agent_module(agent).Config]
+
+
+def default_settings(agent: str, **cli_only: Any) -> Settings:
+    """The code defaults of ``agent``'s settings."""
+    return Settings(agent=agent, hparams=agent_module(agent).Config(), run=RunConfig(), **cli_only)
+
+
+def load_settings(
+    agent: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Code defaults < the YAML file ``path`` < ``overrides`` (nested YAML keys, e.g.
+    ``{"seeds": 2, "core": {"name": "gru"}}``; None values are skipped), validated.
+
+    Raises `ConfigError` (one line naming the key) for any bad key, type or value.
+    """
+    cls, settings = settings_class(agent), default_settings(agent)
+    if path is not None:
+        data = configfile.read_yaml(path)
+        settings = configfile.from_dict(cls, data, base=settings, source=f"{path}: ")
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    settings = configfile.from_dict(cls, changes, base=settings)
+    check(settings)
+    return settings
+
+
+def read_run_settings(run_dir: Path) -> Settings:
+    """The settings saved in a run directory (over the code defaults), unvalidated."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no {CONFIG_FILE} there; not a run directory")
+    data = configfile.read_yaml(path)
+    name = data.get("agent")
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: agent: expected one of {', '.join(AGENTS)}, got {name!r}")
+    return configfile.from_dict(
+        settings_class(name), data, base=default_settings(name), source=f"{path}: "
+    )
+
+
+def check_env(settings: Settings) -> None:
+    """`ConfigError` for an unknown env name or a missing optional extra."""
+    from ssmrl import envs
+
+    try:
+        envs.make(settings.hparams.env)
+    except ValueError as e:
+        raise ConfigError(f"env: {e}") from None
+
+
+def check_core(settings: Settings) -> None:
+    """`ConfigError` for an unknown core or impossible core options."""
+    from ssmrl import cores
+
+    core = getattr(settings.hparams, "core", None)
+    name = getattr(core, "name", None)
+    if name is None:
+        return
+    if name not in cores.names():
+        allowed = ", ".join(cores.names())
+        raise ConfigError(f"core.name: unknown core {name!r}; allowed: {allowed}")
+    try:
+        core.build()
+    except ValueError as e:
+        raise ConfigError(f"core: {e}") from None
+
+
+def check(settings: Settings) -> None:
+    """Every check of a run's settings: env, core, then each nested ``validate()``."""
+    check_env(settings)
+    check_core(settings)
+    configfile.validate(settings)
+
+
+def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"core": {"name": "s5"}}`` -> ``{"core.name": "s5"}``."""
+    if not isinstance(data, dict):
+        return {prefix[:-1]: data}
+    out = {}
+    for k, v in data.items():
+        out.update(flat(v, f"{prefix}{k}."))
+    return out
+
+
+def changed_keys(before: Settings, after: Settings) -> list[str]:
+    """The dotted YAML keys whose values differ, sorted."""
+    a, b = flat(configfile.to_dict(before)), flat(configfile.to_dict(after))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def check_resume(saved: Settings, settings: Settings, run_dir: Path) -> None:
+    """`ConfigError` unless ``settings`` differ from the saved ones in `RESUMABLE` keys only."""
+    changed = [k for k in changed_keys(saved, settings) if k not in RESUMABLE]
+    if changed:
+        raise ConfigError(
+            f"--resume continues {run_dir} with its saved settings; cannot change "
+            f"{', '.join(changed)} (only {', '.join(RESUMABLE)} may change)"
+        )
+
+
+def default_run_dir(settings: Settings) -> Path:
+    """``runs/AGENT-ENV-CORE-TIME`` (with a counter if it exists)."""
+    hp = settings.hparams
+    parts = [settings.agent, str(hp.env), str(getattr(getattr(hp, "core", None), "name", ""))]
+    stem = "-".join(p.replace("/", "_") for p in parts if p) + time.strftime("-%Y%m%d-%H%M%S")
+    path, n = Path("runs") / stem, 1
+    while path.exists():
+        n += 1
+        path = Path("runs") / f"{stem}-{n}"
+    return path
+
+
+class Built(NamedTuple):
+    """An agent on its environment."""
+
+    agent: Agent
+    env: Any
+    env_params: Any
+
+
+def build(settings: Settings) -> Built:
+    """The environment (inside the agent's wrappers) and the agent ``settings`` name."""
+    from ssmrl import envs
+
+    module = agent_module(settings.agent)
+    env, env_params = envs.make_for_agent(settings.hparams.env, module.WRAPPERS)
+    return Built(module.make_agent(settings.hparams, env, env_params), env, env_params)
+
+
+def train(
+    settings: Settings,
+    run_dir: Path,
+    resume: bool = False,
+    resume_command: str | None = None,
+    same_settings: bool = False,
+) -> tuple[Trained, Any]:
+    """Build the agent ``settings`` name and train it into ``run_dir``.
+
+    Returns ``(trained, driver.Summary)``. With ``same_settings``, a run directory whose
+    saved settings differ from ``settings`` raises `ConfigError` (scripts that reuse
+    finished runs must not mix two runs).
+    """
+    from ssmrl import driver
+
+    # Read back over the code defaults, so that a setting added since the run was saved
+    # (at its default) does not make the run look different.
+    if same_settings and (run_dir / CONFIG_FILE).is_file():
+        changed = changed_keys(read_run_settings(run_dir), settings)
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds a run with other settings ({', '.join(changed)}); "
+                "choose another directory"
+            )
+    built = build(settings)
+    summary = driver.train(
+        built.agent,
+        run_dir=run_dir,
+        run=settings.run,
+        config=configfile.to_dict(settings),
+        resume=resume,
+        resume_command=resume_command,
+    )
+    return Trained(settings, built, summary.state, summary.updates), summary
+
+
+class Trained(NamedTuple):
+    """An agent with its state: after training, or from a run's newest checkpoint."""
+
+    settings: Settings
+    built: Built
+    state: Any  # the agent's state, leading axis = seeds
+    update: int  # updates done
+
+    @property
+    def params(self) -> Any:
+        """Policy parameters, leading axis = seeds."""
+        import jax
+
+        return jax.vmap(self.built.agent.policy_params)(self.state)
+
+
+def restore(run_dir: Path) -> Trained:
+    """The settings, agent and newest checkpoint of a run directory; `ConfigError` if none."""
+    import jax
+
+    from ssmrl.checkpoint import Checkpointer
+    from ssmrl.driver import seed_keys
+
+    settings = read_run_settings(run_dir)
+    check(settings)
+    if not (run_dir / CHECKPOINT_DIR).is_dir():
+        raise ConfigError(f"{run_dir}: no checkpoints to evaluate")
+    built = build(settings)
+    keys = seed_keys(settings.run.seed, settings.run.seeds)
+    template = jax.eval_shape(jax.vmap(built.agent.init), keys)
+    with Checkpointer(run_dir / CHECKPOINT_DIR, create=False) as ckpt:
+        if ckpt.latest is None:
+            raise ConfigError(f"{run_dir}: no checkpoints to evaluate")
+        state, update = ckpt.restore(template)
+    return Trained(settings, built, state, update)
+
+
+def episode_returns(run: Trained, episodes: int, greedy: bool = False, seed: int = 0):
+    """``(returns [S, E], finished [S, E])`` of ``episodes`` (E) episodes per seed."""
+    import numpy as np
+
+    from ssmrl import evaluation
+    from ssmrl.driver import seed_keys
+
+    b = run.built
+    rollout = evaluation.episode_returns(
+        b.agent, b.env, b.env_params, episodes, greedy, run.settings.run.fast_compile
+    )
+    keys = seed_keys(seed, run.settings.run.seeds)
+    return tuple(np.asarray(x) for x in rollout(run.params, keys))
+
+
+def adaptation(
+    run: Trained, env_name: str | None, trials: int, episodes_per_trial: int, **kwargs: Any
+):
+    """`evaluation.adaptation` of a restored run on ``env_name`` (default: its own env),
+    wrapped as the agent wants; kwargs: ``greedy``, ``seed``."""
+    from ssmrl import envs, evaluation
+    from ssmrl.driver import seed_keys
+
+    b = run.built
+    env, env_params = (
+        (b.env, b.env_params)
+        if env_name is None
+        else envs.make_for_agent(env_name, b.agent.wrappers)
+    )
+    keys = seed_keys(kwargs.pop("seed", 12345), run.settings.run.seeds)
+    return evaluation.adaptation(
+        b.agent, env, env_params, trials, episodes_per_trial, run.params, keys, **kwargs
+    )
+
+
+def run_mmer(run_dir: Path) -> float:
+    """The MMER of a run, from its metrics file (NaN without one)."""
+    from ssmrl.metrics import mmer, read_metrics, returns_matrix
+
+    records = read_metrics(run_dir / METRICS_FILE)
+    return mmer(returns_matrix(records)[1]) if records else math.nan
+
+
+def check_held_out(run: Trained, name: str) -> None:
+    """`ConfigError` unless ``name`` is a meta environment with the spaces ``run`` trained on."""
+    from ssmrl import envs
+
+    try:
+        env, env_params = envs.make_for_agent(name, run.built.agent.wrappers)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not envs.is_meta(env_params):
+        raise ConfigError(f"{name} is not a meta environment")
+
+    def spaces(e: Any, p: Any) -> tuple:
+        space = e.action_space(p)
+        return e.observation_space(p).shape, type(space), getattr(space, "n", space.shape)
+
+    if spaces(env, env_params) != spaces(run.built.env, run.built.env_params):
+        raise ConfigError(f"{name}: its spaces differ from those the agent was trained on")
