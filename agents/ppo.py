@@ -27,12 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
-from gymnax.environments import spaces
 
 from ssmrl.agent import Agent
 from ssmrl.config import CoreConfig, OptimConfig
-from ssmrl.linalg import orthogonal_init
 from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
+from ssmrl.nets import PolicyHead, ValueHead
 from ssmrl.returns import gae, next_values_from
 from ssmrl.trial_info import TRIAL_EPISODE_DONE
 
@@ -104,7 +103,7 @@ class Config:
 
 
 class ActorCritic(nn.Module):
-    """Memory core, then separate policy and value MLP heads.
+    """Memory core, then separate policy and value heads (`ssmrl.nets`).
 
     | call         | inputs                              | outputs                         |
     |--------------|-------------------------------------|---------------------------------|
@@ -116,27 +115,15 @@ class ActorCritic(nn.Module):
     """
 
     core: nn.Module
-    action_dim: int
-    continuous: bool
+    action_space: Any
     head_width: int = 64
 
     def setup(self):
-        def head(out, scale):
-            return nn.Sequential(
-                [
-                    nn.Dense(self.head_width),
-                    nn.gelu,
-                    nn.Dense(out, kernel_init=orthogonal_init(scale)),
-                ]
-            )
-
-        self.policy = head(self.action_dim, 0.01)
-        self.value = head(1, 1.0)
-        if self.continuous:
-            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        self.policy = PolicyHead.from_space(self.action_space, hidden=(self.head_width,))
+        self.value = ValueHead(hidden=(self.head_width,))
 
     def _heads(self, h):
-        return self.policy(h), self.value(h)[..., 0]
+        return self.policy.outputs(h), self.value(h)
 
     def __call__(self, carry, obs, resets):
         carry, h = self.core(carry, obs, resets)
@@ -147,9 +134,7 @@ class ActorCritic(nn.Module):
         return carry, self._heads(h)
 
     def distribution(self, dist_params) -> distrax.Distribution:
-        if self.continuous:
-            return distrax.MultivariateNormalDiag(dist_params, jnp.exp(self.log_std))
-        return distrax.Categorical(logits=dist_params)
+        return self.policy.distribution(dist_params)
 
 
 class Transition(NamedTuple):
@@ -240,12 +225,9 @@ def make_parts(cfg: Config, env: Any, env_params: Any) -> Parts:
     in `ssmrl.envs.wrappers.EpisodeStatistics`; otherwise ``mean_return`` is NaN.
     """
     cfg.validate()
-    action_space = env.action_space(env_params)
-    continuous = isinstance(action_space, spaces.Box)
-    action_dim = int(np.prod(action_space.shape)) if continuous else int(action_space.n)
     obs_dim = int(np.prod(env.observation_space(env_params).shape))
     core = cfg.core.build()
-    network = ActorCritic(core, action_dim, continuous, cfg.head_width)
+    network = ActorCritic(core, env.action_space(env_params), cfg.head_width)
     tx = cfg.optim.build(cfg.num_updates * cfg.update_epochs * cfg.num_minibatches)
     n_envs, mb_envs = cfg.num_envs, cfg.num_envs // cfg.num_minibatches
 
