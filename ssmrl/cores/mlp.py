@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ssmrl.cores.checks import check_positive
+
+
+@dataclass(frozen=True)
+class MLPOptions:
+    """Options of the memoryless MLP core (`MLP`)."""
+
+    features: int = 128
+    """Width H of every layer, and the output width."""
+    num_layers: int = 2
+    """Number of Dense+GELU layers."""
+
+    def validate(self) -> None:
+        """Raise ValueError if a size is below 1."""
+        check_positive(self, "features", "num_layers")
 
 
 class MLP(nn.Module):
@@ -13,14 +31,14 @@ class MLP(nn.Module):
     The carry is an empty ``[B, 0]`` array and ``resets`` are ignored: the output at
     step t depends on ``xs[t]`` alone.
 
-    | call         | inputs                                  | outputs             |
-    |--------------|-----------------------------------------|---------------------|
-    | ``__call__`` | carry [B, 0], xs [T, B, F], resets [T, B] | carry, ys [T, B, H] |
-    | ``step``     | carry [B, 0], x [B, F], reset [B]       | carry, y [B, H]     |
+    | call         | inputs                                    | outputs                  |
+    |--------------|-------------------------------------------|--------------------------|
+    | ``__call__`` | carry [B, 0], xs [T, B, F], resets [T, B] | carry, ys [T, B, H]      |
+    | ``step``     | carry [B, 0], x [B, F], reset [B]         | carry, y [B, H]          |
+    | ``carries``  | carry [B, 0], xs [T, B, F], resets [T, B] | carries [T, B, 0], ys    |
     """
 
-    features: int = 128
-    num_layers: int = 2
+    options: MLPOptions = MLPOptions()
 
     def initialize_carry(self, batch_size: int) -> jax.Array:
         """Empty carry ``[batch_size, 0]``."""
@@ -29,9 +47,13 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, carry, xs, resets):
         h = xs
-        for _ in range(self.num_layers):
-            h = nn.gelu(nn.Dense(self.features)(h))
+        for _ in range(self.options.num_layers):
+            h = nn.gelu(nn.Dense(self.options.features)(h))
         return carry, h
+
+    def carries(self, carry, xs, resets):
+        carry, ys = self(carry, xs, resets)
+        return jnp.broadcast_to(carry, (xs.shape[0], *carry.shape)), ys
 
     def step(self, carry, x, reset):
         return self(carry, x, reset)

@@ -3,17 +3,49 @@
 Input projections for the whole sequence are one matmul outside the time loop;
 only the recurrent matmul runs inside ``lax.scan``. Layers run one after another
 over the full sequence. A reset zeroes a layer's carry before its input is used.
+The scan emits each layer's carry after every step: the last one is the new carry,
+and a layer's hidden states are its outputs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssmrl.cores.checks import check_positive
 from ssmrl.linalg import orthogonal_init
+
+
+@dataclass(frozen=True)
+class GRUOptions:
+    """Options of the stacked GRU core (`GRU`)."""
+
+    features: int = 128
+    """Hidden width H of every layer, and the output width."""
+    num_layers: int = 1
+    """Number L of stacked GRU layers."""
+
+    def validate(self) -> None:
+        """Raise ValueError if a size is below 1."""
+        check_positive(self, "features", "num_layers")
+
+
+@dataclass(frozen=True)
+class LSTMOptions:
+    """Options of the stacked LSTM core (`LSTM`)."""
+
+    features: int = 128
+    """Hidden and cell width H of every layer, and the output width."""
+    num_layers: int = 1
+    """Number L of stacked LSTM layers."""
+
+    def validate(self) -> None:
+        """Raise ValueError if a size is below 1."""
+        check_positive(self, "features", "num_layers")
 
 
 def _dense_params(module: nn.Module, name: str, fan_in: int, features: int, gates: int):
@@ -32,15 +64,23 @@ def _dense_params(module: nn.Module, name: str, fan_in: int, features: int, gate
 
 
 def _time_scan(cell, carry, gi, resets):
-    """Run ``cell(carry, gi_t) -> carry`` over time with resets; returns (carry, ys)."""
+    """Run ``cell(carry, gi_t) -> carry`` over time with resets.
+
+    | arg    | shape                     |
+    |--------|---------------------------|
+    | carry  | pytree of [B, H]          |
+    | gi     | [T, B, G*H]               |
+    | resets | [T, B]                    |
+    | return | pytree of [T, B, H]: the carry after every step |
+    """
 
     def step(carry, inputs):
         gi_t, r_t = inputs
         carry = jax.tree.map(lambda c: jnp.where(r_t[:, None], 0.0, c), carry)
-        carry, y = cell(carry, gi_t)
-        return carry, y
+        carry = cell(carry, gi_t)
+        return carry, carry
 
-    return jax.lax.scan(step, carry, (gi, resets))
+    return jax.lax.scan(step, carry, (gi, resets))[1]
 
 
 def _gru_cell(wh, bh_n):
@@ -52,8 +92,7 @@ def _gru_cell(wh, bh_n):
         r = nn.sigmoid(gi[..., :hidden] + gh[..., :hidden])
         z = nn.sigmoid(gi[..., hidden : 2 * hidden] + gh[..., hidden : 2 * hidden])
         n = jnp.tanh(gi[..., 2 * hidden :] + r * (gh[..., 2 * hidden :] + bh_n))
-        h = (1.0 - z) * n + z * h
-        return h, h
+        return (1.0 - z) * n + z * h
 
     return cell
 
@@ -61,43 +100,48 @@ def _gru_cell(wh, bh_n):
 class GRU(nn.Module):
     """Stacked GRU core.
 
-    | call         | inputs                                     | outputs                |
-    |--------------|--------------------------------------------|------------------------|
-    | ``__call__`` | carry [B, L, H], xs [T, B, F], resets [T, B] | carry, ys [T, B, H]  |
-    | ``step``     | carry [B, L, H], x [B, F], reset [B]       | carry, y [B, H]        |
+    | call         | inputs                                       | outputs                  |
+    |--------------|----------------------------------------------|--------------------------|
+    | ``__call__`` | carry [B, L, H], xs [T, B, F], resets [T, B] | carry, ys [T, B, H]      |
+    | ``step``     | carry [B, L, H], x [B, F], reset [B]         | carry, y [B, H]          |
+    | ``carries``  | carry [B, L, H], xs [T, B, F], resets [T, B] | carries [T, B, L, H], ys |
+
+    ``carries[t]`` is the carry after ``xs[t]``; ``__call__`` returns ``carries[-1]``.
     """
 
-    features: int = 128
-    num_layers: int = 1
+    options: GRUOptions = GRUOptions()
 
     def initialize_carry(self, batch_size: int) -> jax.Array:
         """Zero state ``[batch_size, num_layers, features]``."""
-        return jnp.zeros((batch_size, self.num_layers, self.features))
-
-    def _layers(self, in_features: int):
-        out = []
-        for i in range(self.num_layers):
-            fan_in = in_features if i == 0 else self.features
-            wi, wh, b = _dense_params(self, f"layer{i}", fan_in, self.features, 3)
-            bh_n = self.param(f"layer{i}_bhn", nn.initializers.zeros, (self.features,))
-            out.append((wi, wh, b, bh_n))
-        return out
+        return jnp.zeros((batch_size, self.options.num_layers, self.options.features))
 
     @nn.compact
+    def _states(self, carry, xs, resets):
+        """Each layer's states [T, B, H] (a list of L); the last layer's are the outputs."""
+        width = self.options.features
+        h, states = xs, []
+        for i in range(self.options.num_layers):
+            wi, wh, b = _dense_params(self, f"layer{i}", h.shape[-1], width, 3)
+            bh_n = self.param(f"layer{i}_bhn", nn.initializers.zeros, (width,))
+            h = _time_scan(_gru_cell(wh, bh_n), carry[:, i], h @ wi + b, resets)
+            states.append(h)
+        return states
+
     def __call__(self, carry, xs, resets):
-        h, new = xs, []
-        for i, (wi, wh, b, bh_n) in enumerate(self._layers(xs.shape[-1])):
-            c, h = _time_scan(_gru_cell(wh, bh_n), carry[:, i], h @ wi + b, resets)
-            new.append(c)
-        return jnp.stack(new, axis=1), h
+        states = self._states(carry, xs, resets)
+        return jnp.stack([h[-1] for h in states], axis=1), states[-1]
+
+    def carries(self, carry, xs, resets):
+        states = self._states(carry, xs, resets)
+        return jnp.stack(states, axis=2), states[-1]
 
     def step(self, carry, x, reset):
-        new, ys = self(carry, x[None], reset[None])
-        return new, ys[0]
+        carry, ys = self(carry, x[None], reset[None])
+        return carry, ys[0]
 
 
 class LSTMCarry(NamedTuple):
-    """LSTM state; each field ``[B, L, H]``."""
+    """LSTM state; each field ``[B, L, H]`` (``[T, B, L, H]`` from ``LSTM.carries``)."""
 
     cell: jax.Array
     hidden: jax.Array
@@ -109,8 +153,7 @@ def _lstm_cell(wh):
         g = gi + h @ wh
         i, f, u, o = jnp.split(g, 4, axis=-1)
         c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(u)
-        h = nn.sigmoid(o) * jnp.tanh(c)
-        return (c, h), h
+        return c, nn.sigmoid(o) * jnp.tanh(c)
 
     return cell
 
@@ -118,35 +161,46 @@ def _lstm_cell(wh):
 class LSTM(nn.Module):
     """Stacked LSTM core (forget-gate bias initialised to 1).
 
-    | call         | inputs                                         | outputs             |
-    |--------------|------------------------------------------------|---------------------|
-    | ``__call__`` | carry LSTMCarry, xs [T, B, F], resets [T, B]   | carry, ys [T, B, H] |
-    | ``step``     | carry LSTMCarry, x [B, F], reset [B]           | carry, y [B, H]     |
+    | call         | inputs                                       | outputs                   |
+    |--------------|----------------------------------------------|---------------------------|
+    | ``__call__`` | carry LSTMCarry, xs [T, B, F], resets [T, B] | carry, ys [T, B, H]       |
+    | ``step``     | carry LSTMCarry, x [B, F], reset [B]         | carry, y [B, H]           |
+    | ``carries``  | carry LSTMCarry, xs [T, B, F], resets [T, B] | carries LSTMCarry, ys     |
+
+    ``carries`` holds fields ``[T, B, L, H]``; ``carries[t]`` (each field indexed) is the
+    carry after ``xs[t]``, and ``__call__`` returns ``carries[-1]``.
     """
 
-    features: int = 128
-    num_layers: int = 1
+    options: LSTMOptions = LSTMOptions()
 
     def initialize_carry(self, batch_size: int) -> LSTMCarry:
         """Zero cell and hidden state, each ``[batch_size, num_layers, features]``."""
-        zeros = jnp.zeros((batch_size, self.num_layers, self.features))
+        zeros = jnp.zeros((batch_size, self.options.num_layers, self.options.features))
         return LSTMCarry(zeros, zeros)
 
     @nn.compact
-    def __call__(self, carry, xs, resets):
+    def _states(self, carry, xs, resets):
+        """Each layer's cell and hidden states, each [T, B, H] (lists of L)."""
+        width = self.options.features
+        forget_bias = jnp.zeros(4 * width).at[width : 2 * width].set(1.0)
         h, cells, hiddens = xs, [], []
-        for i in range(self.num_layers):
-            fan_in = xs.shape[-1] if i == 0 else self.features
-            wi, wh, b = _dense_params(self, f"layer{i}", fan_in, self.features, 4)
-            forget_bias = (
-                jnp.zeros(4 * self.features).at[self.features : 2 * self.features].set(1.0)
-            )
+        for i in range(self.options.num_layers):
+            wi, wh, b = _dense_params(self, f"layer{i}", h.shape[-1], width, 4)
             layer_carry = (carry.cell[:, i], carry.hidden[:, i])
-            (c, hid), h = _time_scan(_lstm_cell(wh), layer_carry, h @ wi + b + forget_bias, resets)
+            c, h = _time_scan(_lstm_cell(wh), layer_carry, h @ wi + b + forget_bias, resets)
             cells.append(c)
-            hiddens.append(hid)
-        return LSTMCarry(jnp.stack(cells, axis=1), jnp.stack(hiddens, axis=1)), h
+            hiddens.append(h)
+        return cells, hiddens
+
+    def __call__(self, carry, xs, resets):
+        cells, hiddens = self._states(carry, xs, resets)
+        last = LSTMCarry(*(jnp.stack([x[-1] for x in s], axis=1) for s in (cells, hiddens)))
+        return last, hiddens[-1]
+
+    def carries(self, carry, xs, resets):
+        cells, hiddens = self._states(carry, xs, resets)
+        return LSTMCarry(jnp.stack(cells, axis=2), jnp.stack(hiddens, axis=2)), hiddens[-1]
 
     def step(self, carry, x, reset):
-        new, ys = self(carry, x[None], reset[None])
-        return new, ys[0]
+        carry, ys = self(carry, x[None], reset[None])
+        return carry, ys[0]

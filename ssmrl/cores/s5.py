@@ -14,16 +14,71 @@ before (prenorm) or after the layer.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssmrl.cores.checks import check_choice, check_positive
 from ssmrl.cores.hippo import block_diagonal_init
 from ssmrl.cores.scan import SCAN_MODES, linear_recurrence
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 MIXINGS = ("half_glu", "full_glu")
+
+
+@dataclass(frozen=True)
+class S5Options:
+    """Options of the S5 core (`S5`); `validate` says which combinations are allowed."""
+
+    features: int = 128
+    """Width H of the input encoder, of every layer and of the output."""
+    num_layers: int = 2
+    """Number L of stacked S5 layers."""
+    state_size: int = 128
+    """State size P of each layer (P/2 complex states are kept with conj_sym)."""
+    blocks: int = 1
+    """Number of HiPPO-N blocks of size state_size/blocks that tile the initial eigenvalues."""
+    conj_sym: bool = True
+    """Keep one eigenvalue of each conjugate pair, halving the state, and double the output."""
+    discretization: str = "zoh"
+    """Discretisation of the continuous system: zoh or bilinear."""
+    dt_min: float = 0.001
+    """Smallest initial time step (timescale); steps start log-uniform in [dt_min, dt_max]."""
+    dt_max: float = 0.1
+    """Largest initial time step (timescale)."""
+    clip_eigs: bool = False
+    """Clip the eigenvalues' real parts to at most -1e-4, so the recurrence cannot grow."""
+    prenorm: bool = True
+    """LayerNorm on each layer's input (True) or after its residual sum (False)."""
+    mixing: str = "half_glu"
+    """Output mixing: half_glu (y * sigmoid(W y)) or full_glu (V y * sigmoid(W y))."""
+    scan: str = "auto"
+    """Recurrence: associative (parallel), sequential (lax.scan) or auto (by the backend)."""
+    input_decay: bool = False
+    """Let each input also shrink the state (learned forgetting), e.g. at episode ends in trials."""
+
+    def validate(self) -> None:
+        """Raise ValueError (one line, naming the option and what it allows) if invalid."""
+        check_choice("discretization", self.discretization, DISCRETIZATIONS)
+        check_choice("mixing", self.mixing, MIXINGS)
+        check_choice("scan", self.scan, SCAN_MODES)
+        check_positive(self, "features", "num_layers", "state_size", "blocks")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        if self.state_size % self.blocks or (
+            self.conj_sym and (self.state_size // self.blocks) % 2
+        ):
+            raise ValueError(
+                f"blocks={self.blocks} must divide state_size={self.state_size}"
+                + (" into even blocks (conj_sym=True)" if self.conj_sym else "")
+            )
+
+    @property
+    def carry_size(self) -> int:
+        """P', the complex states kept per layer: state_size // 2 with conj_sym, else state_size."""
+        return self.state_size // 2 if self.conj_sym else self.state_size
 
 
 def discretize(lam, b_tilde, step, method: str):
@@ -61,42 +116,33 @@ class S5Layer(nn.Module):
     """One S5 layer: norm, SSM, GELU, GLU mixing, residual.
 
     Carry: the complex state ``[B, P']`` (``P' = state_size // 2`` with conj_sym).
+    Reads every field of ``options`` except ``num_layers``.
     """
 
-    features: int
-    state_size: int
-    blocks: int = 1
-    conj_sym: bool = True
-    discretization: str = "zoh"
-    dt_min: float = 0.001
-    dt_max: float = 0.1
-    clip_eigs: bool = False
-    prenorm: bool = True
-    mixing: str = "half_glu"
-    scan: str = "auto"
-    input_decay: bool = False
+    options: S5Options
 
     def setup(self):
-        lam, v = block_diagonal_init(self.state_size, self.blocks, self.conj_sym)
-        p, h = lam.shape[0], self.features
+        o = self.options
+        lam, v = block_diagonal_init(o.state_size, o.blocks, o.conj_sym)
+        p, h = lam.shape[0], o.features
 
         v_inv = jnp.asarray(v.conj().T, jnp.complex64)
         v = jnp.asarray(v, jnp.complex64)
 
         def b_init(key, shape):
             # Real B [P, H] with fan-in H, moved into the eigenbasis: B̃ = V⁻¹ B.
-            bt = v_inv @ (jax.random.normal(key, (self.state_size, h)) / math.sqrt(h))
+            bt = v_inv @ (jax.random.normal(key, (o.state_size, h)) / math.sqrt(h))
             return jnp.stack([bt.real, bt.imag], -1)
 
         def c_init(key, shape):
             # Complex C [H, P] with variance 1/P per part, then C̃ = C V.
-            c = jax.random.normal(key, (h, self.state_size, 2)) / math.sqrt(self.state_size)
+            c = jax.random.normal(key, (h, o.state_size, 2)) / math.sqrt(o.state_size)
             ct = (c[..., 0] + 1j * c[..., 1]) @ v
             return jnp.stack([ct.real, ct.imag], -1)
 
         def log_step_init(key, shape):
             return jax.random.uniform(
-                key, shape, minval=math.log(self.dt_min), maxval=math.log(self.dt_max)
+                key, shape, minval=math.log(o.dt_min), maxval=math.log(o.dt_max)
             )
 
         self.lambda_re = self.param("lambda_re", _constant(lam.real), (p,))
@@ -107,27 +153,29 @@ class S5Layer(nn.Module):
         self.log_step = self.param("log_step", log_step_init, (p,))
         self.norm = nn.LayerNorm()
         self.mix_gate = nn.Dense(h)
-        if self.mixing == "full_glu":
+        if o.mixing == "full_glu":
             self.mix_value = nn.Dense(h)
-        if self.input_decay:
+        if o.input_decay:
             # softplus(-4) = 0.018: a fresh layer decays by about one plain step per step.
             self.decay = nn.Dense(p, bias_init=nn.initializers.constant(-4.0))
 
     def _system(self):
         re = self.lambda_re
-        if self.clip_eigs:
+        if self.options.clip_eigs:
             re = jnp.minimum(re, -1e-4)
         lam = re + 1j * self.lambda_im
         b_tilde = self.b[..., 0] + 1j * self.b[..., 1]
         c_tilde = self.c[..., 0] + 1j * self.c[..., 1]
-        lam_bar, b_bar = discretize(lam, b_tilde, jnp.exp(self.log_step), self.discretization)
+        lam_bar, b_bar = discretize(
+            lam, b_tilde, jnp.exp(self.log_step), self.options.discretization
+        )
         return lam_bar, b_bar, c_tilde
 
     def _output(self, x, u, c_tilde):
-        scale = 2.0 if self.conj_sym else 1.0
+        scale = 2.0 if self.options.conj_sym else 1.0
         y = scale * (x.real @ c_tilde.real.T - x.imag @ c_tilde.imag.T) + self.d * u
         y = nn.gelu(y)
-        value = self.mix_value(y) if self.mixing == "full_glu" else y
+        value = self.mix_value(y) if self.options.mixing == "full_glu" else y
         return value * nn.sigmoid(self.mix_gate(y))
 
     def _factor(self, lam_bar, u):
@@ -137,27 +185,30 @@ class S5Layer(nn.Module):
         steps had passed, without turning its phase. It uses ``min(log|Λ̄|, 0)``, so
         it never amplifies: where ``|Λ̄| > 1`` (``Re λ > 0`` without ``clip_eigs``) it is 1.
         """
-        if not self.input_decay:
+        if not self.options.input_decay:
             return lam_bar
         extra = nn.softplus(self.decay(u))
         return lam_bar * jnp.exp(extra * jnp.minimum(jnp.log(jnp.abs(lam_bar)), 0.0))
 
     def _finish(self, h, y):
         out = h + y
-        return out if self.prenorm else self.norm(out)
+        return out if self.options.prenorm else self.norm(out)
 
     def __call__(self, carry, h, resets):
-        """carry [B, P'] complex, h [T, B, H], resets [T, B] -> (carry, [T, B, H])."""
+        """carry [B, P'] complex, h [T, B, H], resets [T, B] -> (states [T, B, P'], [T, B, H]).
+
+        ``states[t]`` is the state after input ``t``; the last one is the new carry.
+        """
         lam_bar, b_bar, c_tilde = self._system()
-        u = self.norm(h) if self.prenorm else h
+        u = self.norm(h) if self.options.prenorm else h
         a = self._factor(lam_bar, u)
-        xs = linear_recurrence(a, _project(u, b_bar), resets, carry, self.scan)
-        return xs[-1], self._finish(h, self._output(xs, u, c_tilde))
+        xs = linear_recurrence(a, _project(u, b_bar), resets, carry, self.options.scan)
+        return xs, self._finish(h, self._output(xs, u, c_tilde))
 
     def step(self, carry, h, reset):
         """carry [B, P'] complex, h [B, H], reset [B] -> (carry, [B, H])."""
         lam_bar, b_bar, c_tilde = self._system()
-        u = self.norm(h) if self.prenorm else h
+        u = self.norm(h) if self.options.prenorm else h
         bu = _project(u, b_bar)
         x = jnp.where(reset[:, None], bu, self._factor(lam_bar, u) * carry + bu)
         return x, self._finish(h, self._output(x, u, c_tilde))
@@ -166,87 +217,48 @@ class S5Layer(nn.Module):
 class S5(nn.Module):
     """S5 memory core: a Dense encoder to ``features`` then ``num_layers`` S5 layers.
 
-    | call          | inputs                                   | outputs               |
-    |---------------|------------------------------------------|-----------------------|
-    | ``__call__``  | carry [B, L, P'], xs [T, B, F], resets [T, B] | carry, ys [T, B, features] |
-    | ``step``      | carry [B, L, P'], x [B, F], reset [B]    | carry, y [B, features] |
+    | call          | inputs                                        | outputs                      |
+    |---------------|-----------------------------------------------|------------------------------|
+    | ``__call__``  | carry [B, L, P'], xs [T, B, F], resets [T, B] | carry, ys [T, B, features]   |
+    | ``step``      | carry [B, L, P'], x [B, F], reset [B]         | carry, y [B, features]       |
+    | ``carries``   | carry [B, L, P'], xs [T, B, F], resets [T, B] | carries [T, B, L, P'], ys    |
 
+    ``carries[t]`` is the carry after ``xs[t]``; ``__call__`` returns ``carries[-1]``.
     ``P' = state_size // 2`` with ``conj_sym`` (the default), else ``state_size``.
-    ``blocks`` HiPPO-N blocks of size ``state_size / blocks`` tile the eigenvalues.
-    ``scan``: "associative" (parallel), "sequential" (lax.scan) or "auto" (by backend).
+    The options are the fields of `S5Options`.
     ``input_decay``: each step's input may also shrink the state (``Λ̄`` becomes
     ``Λ̄ |Λ̄|^softplus(W u + b)`` per state), so the memory can learn to forget, e.g. at
     episode ends inside a meta-RL trial, where the reset flag does not fire. Off by default
     (plain S5); the scan stays associative.
     """
 
-    features: int = 128
-    num_layers: int = 2
-    state_size: int = 128
-    blocks: int = 1
-    conj_sym: bool = True
-    discretization: str = "zoh"
-    dt_min: float = 0.001
-    dt_max: float = 0.1
-    clip_eigs: bool = False
-    prenorm: bool = True
-    mixing: str = "half_glu"
-    scan: str = "auto"
-    input_decay: bool = False
-
-    def __post_init__(self):
-        _check_choice("discretization", self.discretization, DISCRETIZATIONS)
-        _check_choice("mixing", self.mixing, MIXINGS)
-        _check_choice("scan", self.scan, SCAN_MODES)
-        for name in ("features", "num_layers", "state_size", "blocks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
-        if self.state_size % self.blocks or (
-            self.conj_sym and (self.state_size // self.blocks) % 2
-        ):
-            raise ValueError(
-                f"blocks={self.blocks} must divide state_size={self.state_size}"
-                + (" into even blocks (conj_sym=True)" if self.conj_sym else "")
-            )
-        super().__post_init__()
-
-    @property
-    def _carry_size(self) -> int:
-        return self.state_size // 2 if self.conj_sym else self.state_size
+    options: S5Options = S5Options()
 
     def initialize_carry(self, batch_size: int) -> jax.Array:
         """Zero state, ``[batch_size, num_layers, P']`` complex64."""
-        return jnp.zeros((batch_size, self.num_layers, self._carry_size), jnp.complex64)
+        o = self.options
+        return jnp.zeros((batch_size, o.num_layers, o.carry_size), jnp.complex64)
 
     def setup(self):
-        self.encoder = nn.Dense(self.features)
-        self.layers = [
-            S5Layer(
-                features=self.features,
-                state_size=self.state_size,
-                blocks=self.blocks,
-                conj_sym=self.conj_sym,
-                discretization=self.discretization,
-                dt_min=self.dt_min,
-                dt_max=self.dt_max,
-                clip_eigs=self.clip_eigs,
-                prenorm=self.prenorm,
-                mixing=self.mixing,
-                scan=self.scan,
-                input_decay=self.input_decay,
-            )
-            for _ in range(self.num_layers)
-        ]
+        self.encoder = nn.Dense(self.options.features)
+        self.layers = [S5Layer(self.options) for _ in range(self.options.num_layers)]
+
+    def _states(self, carry, xs, resets):
+        """Each layer's states [T, B, P'] (a list of L) and the outputs ys [T, B, features]."""
+        h = self.encoder(xs)
+        states = []
+        for i, layer in enumerate(self.layers):
+            x, h = layer(carry[:, i], h, resets)
+            states.append(x)
+        return states, h
 
     def __call__(self, carry, xs, resets):
-        h = self.encoder(xs)
-        new = []
-        for i, layer in enumerate(self.layers):
-            c, h = layer(carry[:, i], h, resets)
-            new.append(c)
-        return jnp.stack(new, axis=1), h
+        states, ys = self._states(carry, xs, resets)
+        return jnp.stack([x[-1] for x in states], axis=1), ys
+
+    def carries(self, carry, xs, resets):
+        states, ys = self._states(carry, xs, resets)
+        return jnp.stack(states, axis=2), ys
 
     def step(self, carry, x, reset):
         h = self.encoder(x)
@@ -255,8 +267,3 @@ class S5(nn.Module):
             c, h = layer.step(carry[:, i], h, reset)
             new.append(c)
         return jnp.stack(new, axis=1), h
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

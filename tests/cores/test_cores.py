@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import re
+import textwrap
 from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tyro
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +57,7 @@ class Case:
         self.params = self.core.init(key, self.core.initialize_carry(B), xs, resets)
         self.seq = jax.jit(self.core.apply)
         self.step = jax.jit(partial(self.core.apply, method="step"))
+        self.carries = jax.jit(partial(self.core.apply, method="carries"))
 
     def carry(self, seed: int, batch: int = B):
         """A random non-zero carry of the right structure."""
@@ -234,3 +241,187 @@ def test_unknown_names_and_options():
         cores.make("s5", scan="parallel")
     with pytest.raises(ValueError, match="discretization"):
         cores.make("s5", discretization="euler")
+
+
+def at(tree, t: int):
+    """Index every leaf of a pytree at time ``t``."""
+    return jax.tree.map(lambda x: x[t], tree)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("t", [1, 7])
+def test_carries_match_step_calls(case, t):
+    c = get(case)
+    xs, resets = data(200 + t, t, 0.3)
+    resets = resets.at[0, 0].set(True).at[-1, 1].set(True)
+    carry = c.carry(10)
+    carries, ys = c.carries(c.params, carry, xs, resets)
+    _, want_ys = c.seq(c.params, carry, xs, resets)
+    np.testing.assert_allclose(np.asarray(ys), np.asarray(want_ys), rtol=1e-5, atol=1e-5)
+    for i in range(t):
+        carry, _ = c.step(c.params, carry, xs[i], resets[i])
+        assert_trees_close(at(carries, i), carry, 1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_carries_end_with_the_sequence_carry(case):
+    c = get(case)
+    xs, resets = data(210, 7, 0.3)
+    carry = c.carry(11)
+    carries, _ = c.carries(c.params, carry, xs, resets)
+    final, _ = c.seq(c.params, carry, xs, resets)
+    assert_trees_close(at(carries, -1), final, 1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_carries_shape_and_structure(case):
+    c = get(case)
+    xs, resets = data(220, 7, 0.3)
+    carry = c.core.initialize_carry(B)
+    carries, ys = c.carries(c.params, carry, xs, resets)
+    assert jax.tree.structure(carries) == jax.tree.structure(carry)
+    for seq, one in zip(jax.tree.leaves(carries), jax.tree.leaves(carry), strict=True):
+        assert seq.shape == (7, *one.shape) and seq.dtype == one.dtype
+    assert ys.shape == (7, B, c.options["features"])
+    layers = c.options["num_layers"]
+    if c.name == "s5":
+        p = c.options["state_size"] // (2 if c.options.get("conj_sym", True) else 1)
+        assert carries.shape == (7, B, layers, p) and carries.dtype == jnp.complex64
+    elif c.name == "lstm":
+        assert isinstance(carries, cores.LSTMCarry)
+        assert carries.cell.shape == carries.hidden.shape == (7, B, layers, 8)
+    elif c.name == "gru":
+        assert carries.shape == (7, B, layers, 8)
+    else:
+        assert carries.shape == (7, B, 0)
+
+
+def _s5_layer_paths(i: int, *extra: str) -> set[str]:
+    names = ["B", "C", "D", "lambda_im", "lambda_re", "log_step"]
+    names += ["mix_gate/bias", "mix_gate/kernel", "norm/bias", "norm/scale"]
+    names += [f"{e}/{k}" for e in extra for k in ("bias", "kernel")]
+    return {f"layers_{i}/{n}" for n in names}
+
+
+ENCODER = {"encoder/bias", "encoder/kernel"}
+PARAM_PATHS = {
+    "s5-associative": ENCODER | _s5_layer_paths(0) | _s5_layer_paths(1),
+    "s5-sequential": ENCODER | _s5_layer_paths(0) | _s5_layer_paths(1),
+    "s5-variant": ENCODER | _s5_layer_paths(0, "mix_value"),
+    "s5-input-decay": ENCODER | _s5_layer_paths(0, "decay") | _s5_layer_paths(1, "decay"),
+    "gru": {f"layer{i}_{k}" for i in (0, 1) for k in ("wi", "wh", "b", "bhn")},
+    "lstm": {f"layer{i}_{k}" for i in (0, 1) for k in ("wi", "wh", "b")},
+    "mlp": {f"Dense_{i}/{k}" for i in (0, 1) for k in ("bias", "kernel")},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_param_tree_is_unchanged(case):
+    """Checkpoints and `reference` read params by these names."""
+    c = get(case)
+    paths = {
+        "/".join(k.key for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(c.params["params"])[0]
+    }
+    assert paths == PARAM_PATHS[case]
+    assert set(c.params) == {"params"}
+    if c.name == "s5":
+        layer = c.params["params"]["layers_0"]
+        p = c.options["state_size"] // (2 if c.options.get("conj_sym", True) else 1)
+        assert layer["lambda_re"].shape == (p,)
+        assert layer["B"].shape == (p, c.options["features"], 2)
+        assert c.params["params"]["encoder"]["kernel"].shape == (F, c.options["features"])
+
+
+DEFAULTS = {
+    "s5": dict(
+        features=128,
+        num_layers=2,
+        state_size=128,
+        blocks=1,
+        conj_sym=True,
+        discretization="zoh",
+        dt_min=0.001,
+        dt_max=0.1,
+        clip_eigs=False,
+        prenorm=True,
+        mixing="half_glu",
+        scan="auto",
+        input_decay=False,
+    ),
+    "gru": dict(features=128, num_layers=1),
+    "lstm": dict(features=128, num_layers=1),
+    "mlp": dict(features=128, num_layers=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_registry_round_trip(name):
+    cls = cores.options_class(name)
+    assert cores.options(name) == DEFAULTS[name]
+    assert cores.name_of(cls()) == name
+    small = cls(features=4)
+    core = cores.build(small)
+    assert core.options == small and core == cores.make(name, features=4)
+    assert type(core) is type(cores.make(name))
+    assert cores.make(name).options == cls()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        small.features = 8
+
+
+def test_registry_lookups_fail_by_name():
+    assert cores.names() == sorted(DEFAULTS)
+    with pytest.raises(ValueError, match="allowed: \\['gru', 'lstm', 'mlp', 's5'\\]"):
+        cores.options_class("transformer")
+    with pytest.raises(ValueError, match="S5Options"):
+        cores.name_of(dict(features=8))
+    with pytest.raises(ValueError, match="already registered"):
+        cores.register("s5", cores.S5, cores.S5Options)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (cores.S5Options(scan="parallel"), "scan must be one of \\('associative'"),
+        (cores.S5Options(mixing="glu"), "mixing must be one of"),
+        (cores.S5Options(discretization="euler"), "discretization must be one of"),
+        (cores.S5Options(features=0), "features must be >= 1"),
+        (cores.S5Options(dt_min=0.5, dt_max=0.1), "dt_min <= dt_max"),
+        (cores.S5Options(state_size=64, blocks=3), "blocks=3 must divide state_size=64"),
+        (cores.S5Options(state_size=6, blocks=2), "even blocks"),
+        (cores.GRUOptions(num_layers=0), "num_layers must be >= 1"),
+        (cores.LSTMOptions(features=0), "features must be >= 1"),
+        (cores.MLPOptions(num_layers=0), "num_layers must be >= 1"),
+    ],
+)
+def test_validate_and_build_reject_bad_options(options, match):
+    with pytest.raises(ValueError, match=match) as err:
+        options.validate()
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=match):
+        cores.build(options)
+    cores.build(dataclasses.replace(options, **cores.options(cores.name_of(options))))
+
+
+def field_docstrings(cls) -> dict[str, str]:
+    """The string literal right under each annotated field of a dataclass's source."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {
+        a.target.id: b.value.value
+        for a, b in zip(body, body[1:], strict=False)
+        if isinstance(a, ast.AnnAssign)
+        and isinstance(b, ast.Expr)
+        and isinstance(b.value, ast.Constant)
+    }
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_every_option_is_documented_in_help(name, capsys):
+    cls = cores.options_class(name)
+    docs = field_docstrings(cls)
+    assert set(docs) == {f.name for f in dataclasses.fields(cls)}
+    with pytest.raises(SystemExit):
+        tyro.cli(cls, args=["--help"])
+    shown = re.sub(r"[\s│]", "", capsys.readouterr().out)
+    for doc in docs.values():
+        assert re.sub(r"\s", "", doc) in shown
