@@ -19,7 +19,7 @@ stays whole. Truncated episodes bootstrap from the value of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import distrax
 import flax.linen as nn
@@ -28,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
+from ssmrl import cores
 from ssmrl.agent import Agent
-from ssmrl.config import CoreConfig, OptimConfig
+from ssmrl.config import OptimConfig
 from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
 from ssmrl.nets import PolicyHead, ValueHead
 from ssmrl.returns import gae, next_values_from
@@ -40,14 +41,21 @@ WRAPPERS = ("flatten", "previous_action_reward", "episode_statistics")
 previous action, reward and an is-first flag appended, and episode statistics."""
 
 
+CoreOptions = TypeVar("CoreOptions")
+
+
 @dataclass(frozen=True)
-class Config:
-    """PPO hyperparameters; ``env`` names the task for the CLI (make_train takes the env)."""
+class Config(Generic[CoreOptions]):
+    """PPO hyperparameters; ``env`` names the task for the CLI (make_train takes the env).
+
+    ``core`` is the options dataclass of one memory core (`ssmrl.cores.S5Options`,
+    `~ssmrl.cores.GRUOptions`, ...); ``Config[GRUOptions]`` types it for the CLI.
+    """
 
     env: str = "RepeatPreviousEasy"
     # Defaults solve RepeatPreviousEasy within 1M steps on a 2-core CPU (configs/ppo_cpu.yaml).
-    core: CoreConfig = field(
-        default_factory=lambda: CoreConfig(features=128, num_layers=2, state_size=64)
+    core: CoreOptions = field(
+        default_factory=lambda: cores.S5Options(features=128, num_layers=2, state_size=64)
     )
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
     total_timesteps: int = 1_000_000
@@ -99,7 +107,7 @@ class Config:
         for name in ("gamma", "gae_lambda", "next_episode_discount"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        self.core.build()
+        cores.build(self.core)
 
 
 class ActorCritic(nn.Module):
@@ -226,7 +234,7 @@ def make_parts(cfg: Config, env: Any, env_params: Any) -> Parts:
     """
     cfg.validate()
     obs_dim = int(np.prod(env.observation_space(env_params).shape))
-    core = cfg.core.build()
+    core = cores.build(cfg.core)
     network = ActorCritic(core, env.action_space(env_params), cfg.head_width)
     tx = cfg.optim.build(cfg.num_updates * cfg.update_epochs * cfg.num_minibatches)
     n_envs, mb_envs = cfg.num_envs, cfg.num_envs // cfg.num_minibatches

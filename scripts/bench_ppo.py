@@ -25,18 +25,15 @@ import jax
 
 from ssmrl import envs
 from ssmrl.agents import ppo
-from ssmrl.config import CoreConfig, OptimConfig
+from ssmrl.config import OptimConfig
+from ssmrl.cores import GRUOptions, LSTMOptions, MLPOptions, S5Options
 
 CORES = {
-    "s5-associative": CoreConfig(
-        "s5", features=256, num_layers=2, state_size=128, scan="associative"
-    ),
-    "s5-sequential": CoreConfig(
-        "s5", features=256, num_layers=2, state_size=128, scan="sequential"
-    ),
-    "gru": CoreConfig("gru", features=256, num_layers=1),
-    "lstm": CoreConfig("lstm", features=256, num_layers=1),
-    "mlp": CoreConfig("mlp", features=256, num_layers=1),
+    "s5-associative": S5Options(features=256, num_layers=2, state_size=128, scan="associative"),
+    "s5-sequential": S5Options(features=256, num_layers=2, state_size=128, scan="sequential"),
+    "gru": GRUOptions(features=256, num_layers=1),
+    "lstm": LSTMOptions(features=256, num_layers=1),
+    "mlp": MLPOptions(features=256, num_layers=1),
 }
 
 

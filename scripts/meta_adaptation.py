@@ -36,7 +36,6 @@ success rate left after each episode, is close to 1.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -49,12 +48,11 @@ from ssmrl.configfile import ConfigError
 
 def train_core(settings, core: str, out: Path) -> experiment.Trained:
     """Train (or continue) one core in ``OUT/runs/ENV-CORE``."""
-    hp = settings.hparams
-    cfg = dataclasses.replace(hp, core=dataclasses.replace(hp.core, name=core))
+    resolved = experiment.with_core(settings, core)
+    cfg = resolved.hparams
     print(f"\n{cfg.env} / {core}: {cfg.num_updates} updates x {settings.run.seeds} seeds")
     try:
         run_dir = out / "runs" / f"{cfg.env}-{core}"
-        resolved = dataclasses.replace(settings, hparams=cfg)
         trained, _ = experiment.train(resolved, run_dir, resume=True, same_settings=True)
     except ConfigError as e:
         sys.exit(str(e))

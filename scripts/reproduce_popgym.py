@@ -58,8 +58,8 @@ MARGIN = 0.1  # "clearly above": MMER higher by at least this much
 
 def run_one(settings: experiment.Settings, task: str, core: str, out: Path) -> dict:
     """Train ``task`` with ``core`` for every seed; MMER per seed from the metrics file."""
-    hp = settings.hparams
-    cfg = dataclasses.replace(hp, env=task, core=dataclasses.replace(hp.core, name=core))
+    settings = experiment.with_core(settings, core)
+    cfg = dataclasses.replace(settings.hparams, env=task)
     cfg.validate()
     run_dir = out / "runs" / f"{task}-{core}"
     print(f"\n{task} / {core}: {cfg.num_updates} updates x {settings.run.seeds} seeds")

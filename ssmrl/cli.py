@@ -13,9 +13,8 @@ from pathlib import Path
 
 import tyro
 
-from ssmrl import configfile, experiment
+from ssmrl import configfile, cores, experiment
 from ssmrl.configfile import ConfigError, fail
-from ssmrl.driver import CONFIG_FILE
 from ssmrl.experiment import AGENTS
 
 HELP = f"""\
@@ -37,8 +36,10 @@ examples:
 
 TRAIN_DESCRIPTION = (
     "Train {agent} ({summary}), `seeds` seeds at once. Settings: code defaults < "
-    "--config YAML file < flags; `--core NAME` is short for `--core.name NAME`. The run "
-    "directory receives config.yaml, metrics.jsonl, checkpoints/ and learning_curve.png."
+    "--config YAML file < flags. `--core NAME` (or --core.name) picks the memory core "
+    "({cores}); the core options listed are the chosen core's: `--core gru --help` lists "
+    "the GRU's. The run directory receives config.yaml, metrics.jsonl, checkpoints/ and "
+    "learning_curve.png."
 )
 
 
@@ -73,10 +74,14 @@ def _short_flags(args: Sequence[str]) -> list[str]:
 
 
 def _parse_train(name: str, args: Sequence[str]) -> tuple[experiment.Settings, Path, bool]:
-    """``(settings, run dir, resuming)``, or a `ConfigError`; touches no file."""
-    cls = experiment.settings_class(name)
+    """``(settings, run dir, resuming)``, or a `ConfigError`; touches no file.
+
+    The base settings (code defaults < ``--config`` YAML, or the saved ones with
+    ``--resume``) switch to ``--core NAME`` first, so that tyro parses that core's options.
+    """
     args = _short_flags(args)
-    config_path, _ = configfile.pop_option(args, "--config")
+    config_path, args = configfile.pop_option(args, "--config")
+    core_name, args = configfile.pop_option(args, "--core.name")
     resume, _ = configfile.pop_option(args, "--resume")
     default = experiment.default_settings(name, config=Path(config_path) if config_path else None)
     saved = None
@@ -85,20 +90,22 @@ def _parse_train(name: str, args: Sequence[str]) -> tuple[experiment.Settings, P
             raise ConfigError(
                 "--resume uses the settings saved in the run directory; drop --config"
             )
-        saved = experiment.read_run_settings(Path(resume))
-
-    def check_agent(a: experiment.Settings) -> None:
-        if a.agent != name:
-            raise ConfigError(f"agent: the settings are for {a.agent!r}, not {name!r}")
+        saved = default = experiment.read_run_settings(Path(resume))
+    elif config_path is not None:
+        data = configfile.read_yaml(config_path)
+        default = experiment.apply(default, data, source=f"{config_path}: ")
+    if core_name is not None:
+        default = experiment.with_core(default, core_name)
 
     parsed = configfile.load(
-        cls,
+        experiment.settings_class(default),
         args,
         default=default,
-        yaml_path=Path(resume) / CONFIG_FILE if resume is not None else None,
         prog=f"ssmrl train {name}",
-        description=TRAIN_DESCRIPTION.format(agent=name, summary=AGENTS[name].summary),
-        checks=[check_agent, experiment.check_env, experiment.check_core],
+        description=TRAIN_DESCRIPTION.format(
+            agent=name, summary=AGENTS[name].summary, cores=", ".join(cores.names())
+        ),
+        checks=[experiment.check_env],
     )
     if saved is not None:
         experiment.check_resume(saved, parsed, Path(resume))

@@ -1,39 +1,13 @@
-"""Configuration pieces shared by the agents: the memory core and the optimiser."""
+"""Configuration pieces shared by the agents: the optimiser.
+
+A memory core's settings are its options dataclass (`ssmrl.cores.S5Options`, ...).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-import flax.linen as nn
 import optax
-
-from ssmrl import cores
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    """Which memory core to build and its size; fields a core lacks are ignored.
-
-    ``state_size``, ``blocks``, ``scan``, ``input_decay`` and the range ``dt_min`` ..
-    ``dt_max`` of the initial step sizes (timescales) apply to S5 only.
-    """
-
-    name: str = "s5"
-    features: int = 256
-    num_layers: int = 2
-    state_size: int = 128
-    blocks: int = 1
-    scan: str = "auto"
-    input_decay: bool = False
-    dt_min: float = 0.001
-    dt_max: float = 0.1
-
-    def build(self) -> nn.Module:
-        """The flax module; raises ValueError for an unknown name or impossible sizes."""
-        allowed = cores.options(self.name)
-        options = {k: v for k, v in dataclasses.asdict(self).items() if k in allowed}
-        return cores.make(self.name, **options)
 
 
 @dataclass(frozen=True)

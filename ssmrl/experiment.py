@@ -13,6 +13,7 @@ returns, finished = experiment.episode_returns(run, episodes=32)
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import time
@@ -66,14 +67,53 @@ def agent_module(name: str) -> Any:
     return importlib.import_module(AGENTS[name].module)
 
 
-def settings_class(agent: str) -> Any:
-    """The `Settings` type of ``agent`` (its hyperparameters are the agent's ``Config``)."""
-    return Settings[agent_module(agent).Config]
+def settings_class(settings: Settings) -> Any:
+    """The `Settings` type that ``settings`` fill: the agent's ``Config``, parametrised by
+    the options class of its memory core when it has one (``ppo.Config[GRUOptions]``),
+    so that flags and YAML keys are that core's options."""
+    config = agent_module(settings.agent).Config
+    if getattr(config, "__parameters__", ()):
+        config = config[type(settings.hparams.core)]
+    return Settings[config]
 
 
 def default_settings(agent: str, **cli_only: Any) -> Settings:
     """The code defaults of ``agent``'s settings."""
     return Settings(agent=agent, hparams=agent_module(agent).Config(), run=RunConfig(), **cli_only)
+
+
+def with_core(settings: Settings, name: str, source: str = "") -> Settings:
+    """``settings`` with memory core ``name``: its options class, keeping the values of the
+    options it shares with the current core (`ssmrl.cores.convert`)."""
+    from ssmrl import cores
+
+    hp = settings.hparams
+    if not hasattr(hp, "core"):
+        raise ConfigError(f"{source}core: agent {settings.agent!r} has no memory core")
+    if name not in cores.names():
+        allowed = ", ".join(cores.names())
+        raise ConfigError(f"{source}core.name: unknown core {name!r}; allowed: {allowed}")
+    return dataclasses.replace(
+        settings, hparams=dataclasses.replace(hp, core=cores.convert(hp.core, name))
+    )
+
+
+def apply(settings: Settings, data: Mapping[str, Any], source: str = "") -> Settings:
+    """``settings`` with a mapping of YAML keys applied, checked strictly (`ConfigError`).
+
+    ``core: {name: NAME, ...}`` first switches to that core (`with_core`), so the other
+    ``core`` keys must be options of NAME.
+    """
+    if isinstance(data, Mapping) and data.get("agent", settings.agent) != settings.agent:
+        raise ConfigError(
+            f"{source}agent: the settings are for {data['agent']!r}, not {settings.agent!r}"
+        )
+    core = data.get("core") if isinstance(data, Mapping) else None
+    if isinstance(core, Mapping) and "name" in core:
+        if not isinstance(core["name"], str):
+            raise ConfigError(f"{source}core.name: expected str, got {core['name']!r}")
+        settings = with_core(settings, core["name"], source)
+    return configfile.from_dict(settings_class(settings), data, base=settings, source=source)
 
 
 def load_settings(
@@ -84,12 +124,10 @@ def load_settings(
 
     Raises `ConfigError` (one line naming the key) for any bad key, type or value.
     """
-    cls, settings = settings_class(agent), default_settings(agent)
+    settings = default_settings(agent)
     if path is not None:
-        data = configfile.read_yaml(path)
-        settings = configfile.from_dict(cls, data, base=settings, source=f"{path}: ")
-    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
-    settings = configfile.from_dict(cls, changes, base=settings)
+        settings = apply(settings, configfile.read_yaml(path), source=f"{path}: ")
+    settings = apply(settings, {k: v for k, v in (overrides or {}).items() if v is not None})
     check(settings)
     return settings
 
@@ -103,9 +141,7 @@ def read_run_settings(run_dir: Path) -> Settings:
     name = data.get("agent")
     if not isinstance(name, str):
         raise ConfigError(f"{path}: agent: expected one of {', '.join(AGENTS)}, got {name!r}")
-    return configfile.from_dict(
-        settings_class(name), data, base=default_settings(name), source=f"{path}: "
-    )
+    return apply(default_settings(name), data, source=f"{path}: ")
 
 
 def check_env(settings: Settings) -> None:
@@ -118,27 +154,10 @@ def check_env(settings: Settings) -> None:
         raise ConfigError(f"env: {e}") from None
 
 
-def check_core(settings: Settings) -> None:
-    """`ConfigError` for an unknown core or impossible core options."""
-    from ssmrl import cores
-
-    core = getattr(settings.hparams, "core", None)
-    name = getattr(core, "name", None)
-    if name is None:
-        return
-    if name not in cores.names():
-        allowed = ", ".join(cores.names())
-        raise ConfigError(f"core.name: unknown core {name!r}; allowed: {allowed}")
-    try:
-        core.build()
-    except ValueError as e:
-        raise ConfigError(f"core: {e}") from None
-
-
 def check(settings: Settings) -> None:
-    """Every check of a run's settings: env, core, then each nested ``validate()``."""
+    """Every check of a run's settings: the env, then each nested ``validate()`` (the
+    core's options included)."""
     check_env(settings)
-    check_core(settings)
     configfile.validate(settings)
 
 

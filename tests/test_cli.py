@@ -43,7 +43,7 @@ def test_help_lists_commands_and_flags(capsys):
         (
             "core:\n  width: 8\n",
             [],
-            "c.yaml: unknown key core.width; allowed: blocks, dt_max, dt_min, features,",
+            "c.yaml: unknown key core.width; allowed: blocks, clip_eigs, conj_sym, discretization,",
         ),
         ("num_envs: many\n", [], "c.yaml: num_envs: expected int, got 'many' (str)"),
         ("optim:\n  anneal_lr: 1\n", [], "optim.anneal_lr: expected bool, got 1 (int)"),
@@ -51,6 +51,7 @@ def test_help_lists_commands_and_flags(capsys):
         ("env: RepeatPreviousEsay\n", [], "env: unknown environment 'RepeatPreviousEsay'"),
         ("", ["--core", "s4"], "core.name: unknown core 's4'; allowed: gru, lstm, mlp, s5"),
         ("core:\n  name: transformer\n", [], "core.name: unknown core 'transformer'; allowed:"),
+        ("core:\n  name: gru\n  state_size: 64\n", [], "core.state_size; allowed: features, name,"),
         ("agent: dreamer\n", [], "agent: the settings are for 'dreamer', not 'ppo'"),
     ],
 )

@@ -20,7 +20,7 @@ from ssmrl import driver
 from ssmrl.agent import Agent
 from ssmrl.agents import ppo
 from ssmrl.checkpoint import Checkpointer
-from ssmrl.config import CoreConfig
+from ssmrl.cores import S5Options
 from ssmrl.envs.wrappers import EpisodeStatistics
 from ssmrl.metrics import read_metrics
 
@@ -59,7 +59,7 @@ class FlipEnv(environment.Environment):
 
 
 CFG = ppo.Config(
-    core=CoreConfig(name="s5", features=8, num_layers=1, state_size=4),
+    core=S5Options(features=8, num_layers=1, state_size=4),
     total_timesteps=4 * 8 * 4,
     num_envs=4,
     num_steps=8,

@@ -40,11 +40,14 @@ _OPTIONS: dict[str, type] = {}
 def register(name: str, module: type[nn.Module], options_cls: type) -> None:
     """Make core ``name`` available: ``module(options=options_cls(...))`` builds it.
 
-    ``options_cls`` is a frozen dataclass whose fields all have defaults and which has
+    ``options_cls`` is a frozen dataclass whose fields all have defaults, whose ``name``
+    field defaults to ``name`` (it is ``core.name`` in YAML files), and which has
     ``validate()``; each options class belongs to one core.
     """
     if name in _MODULES or options_cls in _OPTIONS.values():
         raise ValueError(f"core {name!r} or options {options_cls.__name__} already registered")
+    if options_cls().name != name:
+        raise ValueError(f"{options_cls.__name__}.name must default to {name!r}")
     _MODULES[name] = module
     _OPTIONS[name] = options_cls
 
@@ -80,13 +83,29 @@ def name_of(options: Any) -> str:
 
 def build(options: Any) -> nn.Module:
     """Validate ``options`` (ValueError if invalid), then build its core's module."""
+    name = name_of(options)
+    if options.name != name:
+        raise ValueError(f"name: {type(options).__name__} is core {name!r}, not {options.name!r}")
     options.validate()
-    return _MODULES[name_of(options)](options=options)
+    return _MODULES[name](options=options)
 
 
 def options(name: str) -> dict[str, Any]:
-    """The options of core ``name`` and their defaults."""
-    return dataclasses.asdict(options_class(name)())
+    """The options of core ``name`` and their defaults (its ``name`` aside)."""
+    out = dataclasses.asdict(options_class(name)())
+    del out["name"]
+    return out
+
+
+def convert(options: Any, name: str) -> Any:
+    """Core ``name``'s options, taking the values of the options it shares with ``options``
+    (e.g. ``features`` and ``num_layers`` from S5 to GRU) and its defaults for the rest."""
+    cls = options_class(name)
+    if type(options) is cls:
+        return options
+    shared = {f.name for f in dataclasses.fields(cls)} & set(dataclasses.asdict(options))
+    shared.discard("name")
+    return cls(**{k: getattr(options, k) for k in shared})
 
 
 def make(name: str, **kwargs: Any) -> nn.Module:
@@ -111,6 +130,7 @@ __all__ = [
     "MLPOptions",
     "S5Options",
     "build",
+    "convert",
     "make",
     "name_of",
     "names",

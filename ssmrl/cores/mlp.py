@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import tyro
 
 from ssmrl.cores.checks import check_positive
 
@@ -15,6 +16,8 @@ from ssmrl.cores.checks import check_positive
 class MLPOptions:
     """Options of the memoryless MLP core (`MLP`)."""
 
+    name: tyro.conf.Suppress[str] = "mlp"
+    """The core's registered name (the ``core.name`` of YAML files and flags)."""
     features: int = 128
     """Width H of every layer, and the output width."""
     num_layers: int = 2

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import tyro
 
 from ssmrl.cores.checks import check_positive
 from ssmrl.linalg import orthogonal_init
@@ -24,6 +25,8 @@ from ssmrl.linalg import orthogonal_init
 class GRUOptions:
     """Options of the stacked GRU core (`GRU`)."""
 
+    name: tyro.conf.Suppress[str] = "gru"
+    """The core's registered name (the ``core.name`` of YAML files and flags)."""
     features: int = 128
     """Hidden width H of every layer, and the output width."""
     num_layers: int = 1
@@ -38,6 +41,8 @@ class GRUOptions:
 class LSTMOptions:
     """Options of the stacked LSTM core (`LSTM`)."""
 
+    name: tyro.conf.Suppress[str] = "lstm"
+    """The core's registered name (the ``core.name`` of YAML files and flags)."""
     features: int = 128
     """Hidden and cell width H of every layer, and the output width."""
     num_layers: int = 1

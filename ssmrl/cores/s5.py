@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import tyro
 
 from ssmrl.cores.checks import check_choice, check_positive
 from ssmrl.cores.hippo import block_diagonal_init
@@ -32,6 +33,8 @@ MIXINGS = ("half_glu", "full_glu")
 class S5Options:
     """Options of the S5 core (`S5`); `validate` says which combinations are allowed."""
 
+    name: tyro.conf.Suppress[str] = "s5"
+    """The core's registered name (the ``core.name`` of YAML files and flags)."""
     features: int = 128
     """Width H of the input encoder, of every layer and of the output."""
     num_layers: int = 2

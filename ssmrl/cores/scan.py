@@ -13,12 +13,9 @@ which is what the memory cores need (their initial carry is zero).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import jax
 import jax.numpy as jnp
 
-ScanMode = Literal["associative", "sequential", "auto"]
 SCAN_MODES = ("associative", "sequential", "auto")
 
 

@@ -13,8 +13,9 @@ import pytest
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ssmrl import cores
 from ssmrl.agents import ppo
-from ssmrl.config import CoreConfig
+from ssmrl.cores import MLPOptions, S5Options
 from ssmrl.envs.wrappers import EpisodeStatistics
 from ssmrl.returns import gae
 
@@ -60,7 +61,7 @@ class CoinEnv(environment.Environment):
 
 
 TINY = ppo.Config(
-    core=CoreConfig(features=16, num_layers=1, state_size=8),
+    core=S5Options(features=16, num_layers=1, state_size=8),
     total_timesteps=4 * 16 * 2,
     num_envs=4,
     num_steps=16,
@@ -80,7 +81,7 @@ def _env(kind: str):
 
 @cache
 def _agent(core: str, kind: str):
-    cfg = replace(TINY, core=replace(TINY.core, name=core))
+    cfg = replace(TINY, core=cores.convert(TINY.core, core))
     env, params = _env(kind)
     agent = ppo.make_parts(cfg, env, params)
     return agent, jax.jit(agent.init), jax.jit(agent.rollout)
@@ -139,7 +140,7 @@ def test_final_value_is_the_value_of_the_truncating_observation(core):
 
 def test_train_vmaps_over_seeds():
     env, params = _env("discrete")
-    train = ppo.make_train(replace(TINY, core=CoreConfig(name="mlp", features=16)), env, params)
+    train = ppo.make_train(replace(TINY, core=MLPOptions(features=16)), env, params)
     _, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(1), 2))
     assert metrics.total_loss.shape == (2, TINY.num_updates)
     assert np.isfinite(np.asarray(metrics.total_loss)).all()
@@ -154,7 +155,8 @@ def test_train_vmaps_over_seeds():
         (dict(total_timesteps=10), "less than one update"),
         (dict(gamma=1.5), "gamma"),
         (dict(next_episode_discount=-0.5), "next_episode_discount"),
-        (dict(core=CoreConfig(name="transformer")), "unknown core"),
+        (dict(core=S5Options(state_size=6, blocks=4)), "blocks"),
+        (dict(core=S5Options(name="gru")), "not 'gru'"),
     ],
 )
 def test_config_errors(change, match):
@@ -171,7 +173,7 @@ def test_episode_returns_end_returns_at_every_episode_end_inside_a_trial():
     # most 48 steps) end inside a 64-step rollout.
     meta = MetaEnv(("CartPole-v1",), episode_steps=12, episodes_per_trial=4)
     env, params = EpisodeStatistics(PreviousActionReward(meta)), meta.default_params
-    cfg = replace(TINY, core=CoreConfig(name="mlp", features=16), num_steps=64, total_timesteps=512)
+    cfg = replace(TINY, core=MLPOptions(features=16), num_steps=64, total_timesteps=512)
     cfg = replace(cfg, num_envs=8, num_minibatches=2)
     runs = {}
     for flag, next_discount in ((False, 0.0), (True, 0.0), (True, 0.25)):
