@@ -49,14 +49,15 @@ class Config(Generic[CoreOptions]):
     """PPO hyperparameters; ``env`` names the task for the CLI (make_train takes the env).
 
     ``core`` is the options dataclass of one memory core (`ssmrl.cores.S5Options`,
-    `~ssmrl.cores.GRUOptions`, ...); ``Config[GRUOptions]`` types it for the CLI.
+    `~ssmrl.cores.GRUOptions`, ...); ``Config[GRUOptions]`` types it for the CLI. The
+    defaults solve RepeatPreviousEasy within 1M steps on a 2-core CPU (configs/ppo_cpu.yaml).
     """
 
     env: str = "RepeatPreviousEasy"
-    # Defaults solve RepeatPreviousEasy within 1M steps on a 2-core CPU (configs/ppo_cpu.yaml).
     core: CoreOptions = field(
         default_factory=lambda: cores.S5Options(features=128, num_layers=2, state_size=64)
     )
+    """the memory core's options (``--core NAME`` picks the core)"""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
     total_timesteps: int = 1_000_000
     num_envs: int = 64

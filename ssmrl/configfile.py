@@ -4,12 +4,24 @@
 cfg = configfile.load(Config, ["--config", "configs/x.yaml", "--num-envs", "32"])
 ```
 
-YAML keys mirror the flags: nested dataclasses are nested mappings (``core: {name: s5}``
-is ``--core.name s5``), and a field annotated ``tyro.conf.arg(name="")`` has its fields
+YAML keys mirror the flags: nested dataclasses are nested mappings (``optim: {lr: 1e-3}``
+is ``--optim.lr 1e-3``), and a field annotated ``tyro.conf.arg(name="")`` has its fields
 at its parent's level in both. Fields whose metadata holds ``CLI_ONLY`` are flags only.
 Every mistake becomes a `ConfigError` whose message is one line naming the key and the
 allowed keys, values or type; `fail` prints one and exits with status 2. Nothing
 here touches JAX.
+
+What tyro does, it does here: flags, their types, ``--help`` (field docstrings become
+the help text) and the generic ``Settings[Config[S5Options]]`` types are all tyro's
+(`load`). What is hand-written is the YAML side, `from_dict` / `to_dict`: tyro reads no
+hand-written YAML (``tyro.extras.from_yaml`` only reads its own tagged dumps, and is
+deprecated), and the YAML files must be merged over a base instance (defaults < file <
+flags), be strict (unknown keys and wrong types stop the run), follow tyro's naming
+(flattened ``arg(name="")`` fields, generic parameters) and fail in one line that names
+the key. General converters (dacite, pydantic) check types but know none of tyro's
+naming and report errors as multi-line exceptions, so adapting them would cost about
+as much as the small type walk below (bool, int, float, str, paths, enums, literals,
+unions, tuples, nested dataclasses).
 """
 
 from __future__ import annotations
@@ -321,20 +333,18 @@ def load(
     args: Sequence[str],
     *,
     default: T | None = None,
-    yaml_path: str | Path | None = None,
     prog: str | None = None,
     description: str | None = None,
     checks: Sequence[Callable[[T], None]] = (),
 ) -> T:
     """Parse ``args`` into ``cls``: ``default`` (or ``cls()``) < YAML < flags, then validate.
 
-    The YAML file is ``--config FILE`` from ``args`` or else ``yaml_path``. Flags are
+    The YAML file is ``--config FILE`` from ``args``, if given. Flags are
     parsed by tyro (which exits with status 2 on bad flags, and prints ``--help``). Then
     each of ``checks`` runs, and every nested ``validate()``; any problem raises
     `ConfigError`.
     """
     path, rest = pop_option(args, "--config")
-    path = path or yaml_path
     base = (typing.get_origin(cls) or cls)() if default is None else default
     if path is not None:
         base = from_dict(cls, read_yaml(path), base=base, source=f"{path}: ")

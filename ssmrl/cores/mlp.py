@@ -9,23 +9,15 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from ssmrl.cores.checks import check_positive
+from ssmrl.cores.checks import StackOptions
 
 
 @dataclass(frozen=True)
-class MLPOptions:
-    """Options of the memoryless MLP core (`MLP`)."""
+class MLPOptions(StackOptions):
+    """Options of the memoryless MLP core (`MLP`): ``num_layers`` Dense+GELU layers."""
 
     name: tyro.conf.Suppress[str] = "mlp"
-    """The core's registered name (the ``core.name`` of YAML files and flags)."""
-    features: int = 128
-    """Width H of every layer, and the output width."""
     num_layers: int = 2
-    """Number of Dense+GELU layers."""
-
-    def validate(self) -> None:
-        """Raise ValueError if a size is below 1."""
-        check_positive(self, "features", "num_layers")
 
 
 class MLP(nn.Module):

@@ -17,40 +17,22 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from ssmrl.cores.checks import check_positive
+from ssmrl.cores.checks import StackOptions
 from ssmrl.linalg import orthogonal_init
 
 
 @dataclass(frozen=True)
-class GRUOptions:
+class GRUOptions(StackOptions):
     """Options of the stacked GRU core (`GRU`)."""
 
     name: tyro.conf.Suppress[str] = "gru"
-    """The core's registered name (the ``core.name`` of YAML files and flags)."""
-    features: int = 128
-    """Hidden width H of every layer, and the output width."""
-    num_layers: int = 1
-    """Number L of stacked GRU layers."""
-
-    def validate(self) -> None:
-        """Raise ValueError if a size is below 1."""
-        check_positive(self, "features", "num_layers")
 
 
 @dataclass(frozen=True)
-class LSTMOptions:
+class LSTMOptions(StackOptions):
     """Options of the stacked LSTM core (`LSTM`)."""
 
     name: tyro.conf.Suppress[str] = "lstm"
-    """The core's registered name (the ``core.name`` of YAML files and flags)."""
-    features: int = 128
-    """Hidden and cell width H of every layer, and the output width."""
-    num_layers: int = 1
-    """Number L of stacked LSTM layers."""
-
-    def validate(self) -> None:
-        """Raise ValueError if a size is below 1."""
-        check_positive(self, "features", "num_layers")
 
 
 def _dense_params(module: nn.Module, name: str, fan_in: int, features: int, gates: int):

@@ -404,15 +404,19 @@ def test_validate_and_build_reject_bad_options(options, match):
 
 
 def field_docstrings(cls) -> dict[str, str]:
-    """The string literal right under each annotated field of a dataclass's source."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {
-        a.target.id: b.value.value
-        for a, b in zip(body, body[1:], strict=False)
-        if isinstance(a, ast.AnnAssign)
-        and isinstance(b, ast.Expr)
-        and isinstance(b.value, ast.Constant)
-    }
+    """The string literal right under each annotated field of a dataclass's source, the
+    nearest class in the MRO that documents the field winning."""
+    docs = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        docs |= {
+            a.target.id: b.value.value
+            for a, b in zip(body, body[1:], strict=False)
+            if isinstance(a, ast.AnnAssign)
+            and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant)
+        }
+    return docs
 
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
