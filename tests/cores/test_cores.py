@@ -122,15 +122,18 @@ def test_sequence_matches_numpy_reference(case, t, p_reset):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("t", [1, 2, 7, 64])
-def test_step_calls_match_sequence(case, t):
+def test_step_calls_match_sequence_and_carries(case, t):
     c = get(case)
     xs, resets = data(100 + t, t, 0.2)
     resets = resets.at[0, 0].set(True).at[-1, 1].set(True)
     carry = c.carry(1)
     want_carry, want = c.seq(c.params, carry, xs, resets)
+    carries, carries_ys = c.carries(c.params, carry, xs, resets)
+    np.testing.assert_allclose(np.asarray(carries_ys), np.asarray(want), rtol=1e-5, atol=1e-5)
     ys = []
     for i in range(t):
         carry, y = c.step(c.params, carry, xs[i], resets[i])
+        assert_trees_close(at(carries, i), carry, 1e-5)  # carries[i]: after i + 1 steps
         ys.append(y)
     np.testing.assert_allclose(np.stack(ys), np.asarray(want), rtol=1e-5, atol=1e-5)
     assert_trees_close(carry, want_carry, 1e-5)
@@ -246,31 +249,6 @@ def test_unknown_names_and_options():
 def at(tree, t: int):
     """Index every leaf of a pytree at time ``t``."""
     return jax.tree.map(lambda x: x[t], tree)
-
-
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("t", [1, 7])
-def test_carries_match_step_calls(case, t):
-    c = get(case)
-    xs, resets = data(200 + t, t, 0.3)
-    resets = resets.at[0, 0].set(True).at[-1, 1].set(True)
-    carry = c.carry(10)
-    carries, ys = c.carries(c.params, carry, xs, resets)
-    _, want_ys = c.seq(c.params, carry, xs, resets)
-    np.testing.assert_allclose(np.asarray(ys), np.asarray(want_ys), rtol=1e-5, atol=1e-5)
-    for i in range(t):
-        carry, _ = c.step(c.params, carry, xs[i], resets[i])
-        assert_trees_close(at(carries, i), carry, 1e-5)
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_carries_end_with_the_sequence_carry(case):
-    c = get(case)
-    xs, resets = data(210, 7, 0.3)
-    carry = c.carry(11)
-    carries, _ = c.carries(c.params, carry, xs, resets)
-    final, _ = c.seq(c.params, carry, xs, resets)
-    assert_trees_close(at(carries, -1), final, 1e-6)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -111,13 +111,18 @@ def test_discretisation_by_hand():
     np.testing.assert_allclose(a_z, a_b, atol=1e-7)
 
 
-def test_clip_eigs_keeps_real_part_negative():
-    core = cores.make(
-        "s5", features=4, num_layers=1, state_size=4, clip_eigs=True, scan="sequential"
-    )
+def _one_layer(**options):
+    """A 4-wide, 4-state, one-layer S5 core, its carry for one row and its params."""
+    core = cores.make("s5", features=4, num_layers=1, state_size=4, scan="sequential", **options)
     carry = core.initialize_carry(1)
-    xs, resets = jnp.ones((3, 1, 2)), jnp.zeros((3, 1), bool)
-    params = jax.jit(core.init)(jax.random.PRNGKey(0), carry, xs, resets)
+    params = jax.jit(core.init)(
+        jax.random.PRNGKey(0), carry, jnp.ones((1, 1, 2)), jnp.zeros((1, 1), bool)
+    )
+    return core, carry, params
+
+
+def test_clip_eigs_keeps_real_part_negative():
+    core, carry, params = _one_layer(clip_eigs=True)
     layer = params["params"]["layers_0"]
     # Push the eigenvalues into the unstable half-plane; clipping must hold them at -1e-4.
     bad = jax.tree.map(lambda x: x, params)  # a copy to edit
@@ -166,12 +171,7 @@ def test_encoder_width_is_independent_of_state_size():
 
 def test_input_decay_never_amplifies_an_unstable_state():
     """With ``Re(λ) > 0`` (|Λ̄| > 1), the input-dependent factor is 1, not |Λ̄|^extra."""
-    core = cores.make(
-        "s5", features=4, num_layers=1, state_size=4, input_decay=True, scan="sequential"
-    )
-    carry = core.initialize_carry(1)
-    xs, resets = jnp.ones((1, 1, 2)), jnp.zeros((1, 1), bool)
-    params = jax.jit(core.init)(jax.random.PRNGKey(0), carry, xs, resets)
+    core, _, params = _one_layer(input_decay=True)
     layer = params["params"]["layers_0"]
     layer["lambda_re"] = jnp.full_like(layer["lambda_re"], 0.5)
     layer["decay"]["bias"] = jnp.full_like(layer["decay"]["bias"], 3.0)  # extra ~ 3 steps
