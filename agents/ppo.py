@@ -59,7 +59,7 @@ class Config(Generic[CoreOptions]):
     )
     """the memory core's options (``--core NAME`` picks the core)"""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
-    total_timesteps: int = 1_000_000
+    total_timesteps: int = 999_424  # 122 updates of 64 x 128 steps
     num_envs: int = 64
     num_steps: int = 128
     update_epochs: int = 4
@@ -105,9 +105,21 @@ class Config(Generic[CoreOptions]):
                 f"total_timesteps={self.total_timesteps} is less than one update "
                 f"(num_envs * num_steps = {self.steps_per_update})"
             )
+        if self.total_timesteps % self.steps_per_update:
+            below = self.num_updates * self.steps_per_update
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} is not a whole number of updates of "
+                f"num_envs * num_steps = {self.steps_per_update} steps; nearest: {below} or "
+                f"{below + self.steps_per_update}"
+            )
         for name in ("gamma", "gae_lambda", "next_episode_discount"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if not 0.0 <= getattr(self, name) <= 1.0:  # also False for NaN
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        for name, high in (("clip_eps", 1.0), ("vf_clip_eps", 1e6), ("vf_coef", 1e6)):
+            if not 0.0 < getattr(self, name) <= high:
+                raise ValueError(f"{name} must lie in (0, {high:g}], got {getattr(self, name)}")
+        if not 0.0 <= self.ent_coef <= 1.0:
+            raise ValueError(f"ent_coef must lie in [0, 1], got {self.ent_coef}")
         cores.build(self.core)
 
 
@@ -395,7 +407,20 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         num_updates=cfg.num_updates,
         steps_per_update=cfg.steps_per_update,
         wrappers=WRAPPERS,
+        memory_bytes=memory_estimate(cfg, env, env_params),
     )
+
+
+def memory_estimate(cfg: Config, env: Any, env_params: Any) -> int:
+    """Rough bytes one seed's update needs besides its state: the rollout, and the core's
+    activations and gradients over one minibatch of whole sequences (about 16 floats per
+    feature and 2 per state entry, per layer and step; a guess meant to catch sizes that
+    are clearly too large, not to budget memory)."""
+    obs_dim = int(np.prod(env.observation_space(env_params).shape))
+    rollout = cfg.num_steps * cfg.num_envs * (obs_dim + 16) * 4
+    width = 16 * cfg.core.features + 2 * getattr(cfg.core, "state_size", 0)
+    minibatch = cfg.num_steps * (cfg.num_envs // cfg.num_minibatches)
+    return rollout + minibatch * cfg.core.num_layers * width * 4
 
 
 def make_train(cfg: Config, env: Any, env_params: Any):

@@ -16,6 +16,8 @@ function in the `Agent` is pure and works on ONE seed; the driver vmaps over see
 | ``num_updates``    | int: updates in the whole run                    |
 | ``steps_per_update`` | int: env steps per update                      |
 | ``wrappers``       | the wrapper names its env was built with         |
+| ``memory_bytes``   | int: rough device memory one update needs beyond |
+|                    | the state (rollouts, activations), one seed      |
 
 | array    | shape (one seed) |
 |----------|------------------|
@@ -28,7 +30,8 @@ function in the `Agent` is pure and works on ONE seed; the driver vmaps over see
 ``metrics`` holds scalars and includes ``mean_return``: the mean return of the episodes
 that ended during the update (NaN if none). ``reset[e]`` True means ``obs[e]`` starts a
 new episode (the memory is cleared before it is read); ``greedy`` (a Python bool) picks
-the most likely action instead of sampling.
+the most likely action instead of sampling. The driver refuses a run whose state plus
+``memory_bytes`` per seed clearly exceeds the device's memory, before compiling.
 """
 
 from __future__ import annotations
@@ -48,3 +51,4 @@ class Agent(NamedTuple):
     num_updates: int
     steps_per_update: int
     wrappers: tuple[str, ...]
+    memory_bytes: int = 0

@@ -10,13 +10,19 @@ Every leaf round-trips exactly, complex64 (the S5 carry) and typed PRNG keys inc
 Leaves with no elements (the MLP core's ``[B, 0]`` carry), which orbax cannot write,
 are left out of the files and rebuilt from the template on restore.
 Saves are synchronous, and orbax commits each one atomically, so an interrupted save
-never replaces the previous checkpoint.
+never replaces the previous checkpoint. Each checkpoint also holds a small JSON record
+(``meta``: the update counter and, when given, the run's resolved settings), readable
+without the arrays. A checkpoint that cannot be read (a damaged file, arrays whose
+shapes differ from the template) raises `CheckpointError` with a one-line reason;
+`Checkpointer.restore_newest` falls back to the newest readable one.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read; the message is one line naming it and the reason."""
+
+
+def _reason(error: BaseException, limit: int = 240) -> str:
+    """The innermost cause's first line (orbax wraps tensorstore errors), shortened."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).strip().splitlines()[:1]) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quiet_orbax_leftovers() -> None:
+    """After a failed read, orbax leaves read coroutines that complain when Python exits
+    ("Exception ignored in ..."); drop those reports, and only those."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_ssmrl_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            return
+        previous(unraisable)
+
+    hook._ssmrl_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def _empty(x: Any) -> bool:
@@ -56,13 +91,18 @@ class Checkpointer:
         """The update counter of the newest checkpoint; None when there is none."""
         return self._manager.latest_step()
 
-    def save(self, update: int, state: Any) -> Path:
-        """Save ``state`` as the checkpoint of ``update``; returns its directory."""
+    def updates(self) -> list[int]:
+        """Update counters of every checkpoint kept, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, update: int, state: Any, config: Any = None) -> Path:
+        """Save ``state`` as the checkpoint of ``update`` (with ``config``, any JSON-able
+        record of the settings, in its meta); returns its directory."""
+        meta = {"update": int(update)} | ({"config": config} if config is not None else {})
         self._manager.save(
             update,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_stored(state)),
-                meta=ocp.args.JsonSave({"update": int(update)}),
+                state=ocp.args.StandardSave(_stored(state)), meta=ocp.args.JsonSave(meta)
             ),
             force=True,
         )
@@ -78,12 +118,19 @@ class Checkpointer:
         update = self.latest if update is None else update
         if update is None:
             raise FileNotFoundError(f"no checkpoints in {self.directory}")
-        out = self._manager.restore(
-            update,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_stored(template)), meta=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            out = self._manager.restore(
+                update,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_stored(template)),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as e:  # orbax and tensorstore raise many kinds; all mean "unreadable"
+            _quiet_orbax_leftovers()
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(update)} is unreadable: {_reason(e)}"
+            ) from None
         leaves, treedef = jax.tree.flatten(template)
         stored = jax.tree.leaves(out.state, is_leaf=lambda x: x is None)
         leaves = [
@@ -91,6 +138,46 @@ class Checkpointer:
             for t, x in zip(leaves, stored, strict=True)
         ]
         return jax.tree.unflatten(treedef, leaves), int(out.meta["update"])
+
+    def meta(self, update: int) -> dict[str, Any]:
+        """The JSON record saved with checkpoint ``update`` (`CheckpointError` if unreadable)."""
+        try:
+            out = self._manager.restore(
+                update, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(update)} is unreadable: {_reason(e)}"
+            ) from None
+        return dict(out.meta)
+
+    def restore_newest(
+        self, template: Any, check_meta: Callable[[int, dict], None] | None = None
+    ) -> tuple[Any, int, list[str]]:
+        """``(state, update, skipped)``: the newest checkpoint that can be read, and one
+        line per newer one that could not. `CheckpointError` if none can be read.
+
+        ``check_meta(update, meta)`` runs on each checkpoint's JSON record before its
+        arrays are read; what it raises stops the search.
+        """
+        skipped = []
+        for update in reversed(self.updates()):
+            try:
+                if check_meta is not None:
+                    check_meta(update, self.meta(update))
+                state, update = self.restore(template, update)
+            except CheckpointError as e:
+                skipped.append(str(e))
+                continue
+            return state, update, skipped
+        if not skipped:
+            raise FileNotFoundError(f"no checkpoints in {self.directory}")
+        more = f" (and {len(skipped) - 1} older checkpoint(s) too)" if len(skipped) > 1 else ""
+        raise CheckpointError(skipped[0] + more)
+
+    def reload(self) -> None:
+        """Read the list of checkpoints on disk again (after moving some away)."""
+        self._manager.reload()
 
     def close(self) -> None:
         self._manager.close()

@@ -6,6 +6,7 @@ It only parses and prints: settings, building, training and evaluation are
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,10 +114,15 @@ def _parse_train(name: str, args: Sequence[str]) -> tuple[experiment.Settings, P
             raise ConfigError("--run-dir and --resume name different directories; drop --run-dir")
         return parsed, Path(resume), True
     run_dir = parsed.run_dir or experiment.default_run_dir(parsed)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    for parent in reversed(run_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--run-dir {run_dir}: {parent} is a file, not a directory")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir {run_dir} is a file; name a new or empty directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"run directory {run_dir} exists and is not empty; choose another --run-dir, "
-            f"or continue that run with --resume {run_dir}"
+            f"or continue that run with --resume {shlex.quote(str(run_dir))}"
         )
     return parsed, run_dir, False
 
@@ -124,10 +130,14 @@ def _parse_train(name: str, args: Sequence[str]) -> tuple[experiment.Settings, P
 def train(args: Sequence[str]) -> int:
     """``ssmrl train AGENT [FLAGS]``."""
     if not args or args[0] in ("-h", "--help"):
-        print("usage: ssmrl train AGENT [FLAGS]   (`ssmrl train AGENT --help` lists the flags)")
-        print("\nagents:")
+        out = sys.stdout if args else sys.stderr  # usage after a bad invocation: stderr
+        print(
+            "usage: ssmrl train AGENT [FLAGS]   (`ssmrl train AGENT --help` lists the flags)",
+            file=out,
+        )
+        print("\nagents:", file=out)
         for name, spec in AGENTS.items():
-            print(f"  {name:8s}{spec.summary}")
+            print(f"  {name:8s}{spec.summary}", file=out)
         return 0 if args else 2
     name, args = args[0], list(args[1:])
     try:
@@ -144,8 +154,10 @@ def train(args: Sequence[str]) -> int:
             parsed,
             run_dir,
             resume=resuming,
-            resume_command=f"ssmrl train {name} --resume {run_dir}",
+            resume_command=f"ssmrl train {name} --resume {shlex.quote(str(run_dir))}",
         )
+    except ConfigError as e:  # the run directory, its checkpoints or the run's size
+        fail(str(e))
     except driver.NonFiniteError as e:
         print(f"ssmrl: error: {e}", file=sys.stderr)
         return 1
@@ -157,14 +169,14 @@ def train(args: Sequence[str]) -> int:
         f"mean over {seeds} seed{'s' if seeds > 1 else ''})"
     )
     print(f"learning curve: {summary.plot}")
-    print(f"evaluate with: ssmrl eval {run_dir}")
+    print(f"evaluate with: ssmrl eval {shlex.quote(str(run_dir))}")
     return 0
 
 
 def evaluate(args: Sequence[str]) -> int:
     """``ssmrl eval RUN_DIR [FLAGS]``."""
-    ev = tyro.cli(EvalArgs, args=list(args), prog="ssmrl eval")
     try:
+        ev = configfile.tyro_cli(EvalArgs, args=list(args), prog="ssmrl eval")
         if ev.episodes < 1:
             raise ConfigError(f"episodes must be >= 1, got {ev.episodes}")
         if ev.trial_episodes is not None and ev.trial_episodes < 1:
@@ -175,6 +187,8 @@ def evaluate(args: Sequence[str]) -> int:
 
     from ssmrl import envs
 
+    for line in run.skipped:
+        print(f"ssmrl: warning: {line}; evaluating an older checkpoint", file=sys.stderr)
     seeds = run.settings.run.seeds
     actions = "greedy" if ev.greedy else "sampled"
     print(f"{ev.run_dir}: update {run.update}, {seeds} seed(s), {actions} actions")
@@ -241,7 +255,7 @@ COMMANDS = {"train": train, "eval": evaluate, "envs": list_envs}
 
 def _main(argv: Sequence[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(HELP, end="")
+        print(HELP, end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command = COMMANDS.get(argv[0])
     if command is None:

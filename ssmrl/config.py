@@ -5,6 +5,7 @@ A memory core's settings are its options dataclass (`ssmrl.cores.S5Options`, ...
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import optax
@@ -18,6 +19,17 @@ class OptimConfig:
     anneal_lr: bool = False
     max_grad_norm: float = 0.5
     adam_eps: float = 1e-5
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting that is not finite or out of range."""
+        for name, low, high in (
+            ("lr", 0.0, 1.0),
+            ("max_grad_norm", 0.0, 1e6),
+            ("adam_eps", 0.0, 1.0),
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low < value <= high):
+                raise ValueError(f"{name} must be finite and in ({low:g}, {high:g}], got {value}")
 
     def build(self, total_steps: int) -> optax.GradientTransformation:
         """Optimiser whose learning rate (if annealed) reaches 0 after ``total_steps`` updates."""

@@ -26,9 +26,11 @@ unions, tuples, nested dataclasses).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import enum
+import io
 import sys
 import types
 import typing
@@ -348,7 +350,7 @@ def load(
     base = (typing.get_origin(cls) or cls)() if default is None else default
     if path is not None:
         base = from_dict(cls, read_yaml(path), base=base, source=f"{path}: ")
-    cfg = tyro.cli(cls, default=base, args=rest, prog=prog, description=description)
+    cfg = tyro_cli(cls, default=base, args=rest, prog=prog, description=description)
     for check in checks:
         try:
             check(cfg)
@@ -358,6 +360,46 @@ def load(
             raise ConfigError(str(e)) from None
     validate(cfg)
     return cfg
+
+
+def one_line(box: str, prog: str | None = None) -> str:
+    """tyro's boxed error message as one line, keeping its suggestion and the argument's
+    help: ``Unrecognized options: --num-env, 8; perhaps you meant --num-envs INT``."""
+    sections: list[list[str]] = [[]]
+    for raw in box.splitlines():
+        line = raw.strip().strip("│").strip()
+        if raw.strip()[:1] in ("╭", "╰") or not line:
+            continue
+        if set(line) <= {"─"}:
+            sections.append([])
+        else:
+            sections[-1].append(line)
+    parts = []
+    for lines in sections:
+        text = " ".join(lines)
+        if not text or text.startswith("For full helptext"):
+            continue
+        for head, lead in (("Perhaps you meant:", "perhaps you meant"), ("Argument helptext:", "")):
+            if text.startswith(head):
+                text = f"{lead} {text[len(head) :].strip()}".strip()
+        parts.append(text)
+    if prog:
+        parts.append(f"see `{prog} --help`")
+    return "; ".join(parts) or "invalid arguments"
+
+
+def tyro_cli(cls: Any, **kwargs: Any) -> Any:
+    """`tyro.cli`, whose errors (a box on stderr and exit 2) become a one-line `ConfigError`;
+    ``--help`` prints as usual."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, **kwargs)
+    except SystemExit as e:
+        if e.code in (0, None):
+            sys.stderr.write(captured.getvalue())
+            raise
+        raise ConfigError(one_line(captured.getvalue(), kwargs.get("prog"))) from None
 
 
 def fail(message: str, prog: str = "ssmrl") -> NoReturn:
@@ -389,3 +431,26 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
                 raise ConfigError(f"override {item!r}: {part} is set to a value and a mapping")
         node[leaf] = value
     return out
+
+
+def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"core": {"name": "s5"}}`` -> ``{"core.name": "s5"}``."""
+    if not isinstance(data, Mapping):
+        return {prefix[:-1]: data}
+    out = {}
+    for k, v in data.items():
+        out.update(flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, counting two float NaNs as equal (a saved ``.nan`` is the same setting)."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return a == b
+
+
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two nested mappings, sorted."""
+    a, b = flat(before), flat(after)
+    return sorted(k for k in a.keys() | b.keys() if not _same(a.get(k), b.get(k)))

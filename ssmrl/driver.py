@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ from rich.text import Text
 
 from ssmrl import configfile
 from ssmrl.agent import Agent
-from ssmrl.checkpoint import Checkpointer
+from ssmrl.checkpoint import Checkpointer, CheckpointError
+from ssmrl.configfile import ConfigError
 from ssmrl.metrics import (
     MetricsWriter,
     mmer,
@@ -58,6 +60,9 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "learning_curve.png"
 CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "unreadable-checkpoints"
+RESUMABLE = ("chunk", "checkpoint_every", "keep_checkpoints", "tensorboard", "fast_compile")
+"""Run settings that may change when a run is resumed (they do not change what is trained)."""
 
 
 @dataclass(frozen=True)
@@ -258,18 +263,112 @@ class _Log:
             self.tb.close()
 
 
-def _start(agent: Agent, ckpt: Checkpointer, init_seeds, keys, resume: bool, console) -> tuple:
-    """``(runner [seeds], updates done)``: the newest checkpoint's state, or a fresh one."""
-    if not resume and ckpt.latest is not None:
-        raise FileExistsError(
-            f"{ckpt.directory.parent} already holds checkpoints; pass resume=True or use a "
-            "new run_dir"
+class RunError(ConfigError):
+    """What stops a run before it starts (one line): its directory, checkpoints or size."""
+
+
+def device_memory() -> int | None:
+    """Bytes the default device can hold: an accelerator's limit, or the host's available
+    memory for the CPU backend; None when unknown."""
+    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(agent: Agent, init_seeds: Callable, keys: jax.Array) -> None:
+    """`RunError` when the seeds' state plus the agent's estimate of its update's working
+    set (``agent.memory_bytes``, per seed) clearly exceeds the device's memory."""
+    state = jax.eval_shape(init_seeds, keys)
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    work_bytes = len(keys) * agent.memory_bytes
+    limit = device_memory()
+    if limit is not None and state_bytes + work_bytes > limit:
+        gib = 2.0**30
+        raise RunError(
+            f"the run needs about {(state_bytes + work_bytes) / gib:.1f} GiB (state "
+            f"{state_bytes / gib:.1f}, updates {work_bytes / gib:.1f}) but the "
+            f"{jax.devices()[0].platform} device has {limit / gib:.1f} GiB; use fewer envs, "
+            "steps or seeds"
         )
-    if resume and ckpt.latest is not None:
-        runner, done = ckpt.restore(jax.eval_shape(init_seeds, keys))
-        console.print(f"Resuming {ckpt.directory.parent} from update {done} of {agent.num_updates}")
-        return runner, done
-    return init_seeds(keys), 0
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    metrics = run_dir / METRICS_FILE
+    return (run_dir / CONFIG_FILE).exists() or (metrics.exists() and metrics.stat().st_size > 0)
+
+
+def same_settings_as(config: Mapping | None, run_dir: Path) -> Callable[[int, dict], None]:
+    """A ``check_meta`` for `Checkpointer.restore_newest`: `RunError` when a checkpoint was
+    saved with other settings than ``config`` (`RESUMABLE` ones aside; equal NaNs are
+    equal), which happens when a run's config.yaml is edited."""
+
+    def check(update: int, meta: dict) -> None:
+        saved = meta.get("config")
+        if saved is None or config is None:
+            return
+        keys_changed = [k for k in configfile.changed(saved, config) if k not in RESUMABLE]
+        if keys_changed:
+            raise RunError(
+                f"{run_dir}: checkpoint {update} was saved with other settings than "
+                f"{CONFIG_FILE} now holds ({', '.join(keys_changed)}); was it edited? "
+                "Restore those settings or start a new run"
+            )
+
+    return check
+
+
+def _start(ckpt: Checkpointer, init_seeds, keys, resume: bool, config, console) -> tuple:
+    """``(runner [seeds], updates done)``: the newest readable checkpoint's state, or a
+    fresh one. Refuses (`RunError`) to resume a run that has nothing to resume from,
+    to start over where checkpoints exist, and to resume a checkpoint saved with other
+    settings than ``config`` (`RESUMABLE` run settings aside)."""
+    run_dir = ckpt.directory.parent
+    if not resume:
+        if ckpt.latest is not None:
+            raise FileExistsError(
+                f"{run_dir} already holds checkpoints; pass resume=True or use a new run_dir"
+            )
+        return init_seeds(keys), 0
+    if ckpt.latest is None:
+        if _holds_a_run(run_dir):
+            raise RunError(
+                f"{run_dir}: nothing to resume from (no checkpoint in {ckpt.directory}); its "
+                "files are left as they are: start the run over in a new directory"
+            )
+        return init_seeds(keys), 0
+
+    try:
+        template = jax.eval_shape(init_seeds, keys)
+        runner, done, skipped = ckpt.restore_newest(template, same_settings_as(config, run_dir))
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
+    if skipped:
+        aside = run_dir / UNREADABLE_DIR
+        aside.mkdir(exist_ok=True)
+        for update in [u for u in ckpt.updates() if u > done]:
+            shutil.move(ckpt.directory / str(update), aside / str(update))
+        ckpt.reload()
+        console.print(
+            f"[yellow]{'; '.join(skipped)}. Moved to {aside}; resuming from the older "
+            f"checkpoint {done} instead."
+        )
+    console.print(f"Resuming {run_dir} from update {done}")
+    return runner, done
+
+
+def _remove_new_run(run_dir: Path, created: bool, console) -> None:
+    """Remove what a run that stopped before its first checkpoint wrote."""
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        for name in (CONFIG_FILE, METRICS_FILE, PLOT_FILE, CHECKPOINT_DIR, "tensorboard"):
+            path = run_dir / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+    console.print(f"[yellow]Nothing was checkpointed; removed what the run wrote in {run_dir}")
 
 
 def _chunk_metrics(metrics: Any, done: int, chunk: int, num_updates: int) -> dict:
@@ -324,26 +423,34 @@ def train(
     run.validate()
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     num_updates, steps_per_update = agent.num_updates, agent.steps_per_update
     chunk = min(run.chunk, num_updates)
     init_seeds, run_chunk = compiled(agent.init, agent.update, num_updates, chunk, run.fast_compile)
     keys = seed_keys(run.seed, run.seeds)
+    check_memory(agent, init_seeds, keys)
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise RunError(f"run directory {run_dir}: {parent} is a file")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
     resume_command = resume_command or f"resume from {run_dir / CHECKPOINT_DIR}"
 
     ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, max_to_keep=run.keep_checkpoints)
     try:
-        runner, done = _start(agent, ckpt, init_seeds, keys, resume, console)
+        runner, done = _start(ckpt, init_seeds, keys, resume, config, console)
     except BaseException:
         ckpt.close()
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    if done == 0 and config is not None:  # a fresh start, resumed or not
+    fresh = done == 0
+    if fresh and config is not None:
         configfile.write_yaml(config, run_dir / CONFIG_FILE)
     log = _Log(run_dir, run, done, console)
 
     def save(update: int) -> Path:
         if ckpt.latest != update:
-            ckpt.save(update, runner)
+            ckpt.save(update, runner, config)
         log.plot()
         return ckpt.directory / str(update)
 
@@ -399,7 +506,10 @@ def train(
         raise
     finally:
         log.close()
+        saved_any = ckpt.latest is not None
         ckpt.close()
+        if fresh and not saved_any:  # stopped (error or Ctrl-C) before any checkpoint
+            _remove_new_run(run_dir, created, console)
 
     elapsed = time.perf_counter() - start_time
     if done > start_done:

@@ -27,7 +27,7 @@ import tyro
 from ssmrl import configfile
 from ssmrl.agent import Agent
 from ssmrl.configfile import CLI_ONLY, ConfigError
-from ssmrl.driver import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RunConfig
+from ssmrl.driver import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESUMABLE, RunConfig
 
 
 class AgentSpec(NamedTuple):
@@ -38,9 +38,6 @@ class AgentSpec(NamedTuple):
 
 
 AGENTS = {"ppo": AgentSpec("ssmrl.agents.ppo", "recurrent PPO; policy and value share a core")}
-
-RESUMABLE = ("chunk", "checkpoint_every", "keep_checkpoints", "tensorboard", "fast_compile")
-"""Run settings that may change when a run is resumed (they do not change what is trained)."""
 
 C = TypeVar("C")
 
@@ -161,20 +158,9 @@ def check(settings: Settings) -> None:
     configfile.validate(settings)
 
 
-def flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"core": {"name": "s5"}}`` -> ``{"core.name": "s5"}``."""
-    if not isinstance(data, dict):
-        return {prefix[:-1]: data}
-    out = {}
-    for k, v in data.items():
-        out.update(flat(v, f"{prefix}{k}."))
-    return out
-
-
 def changed_keys(before: Settings, after: Settings) -> list[str]:
-    """The dotted YAML keys whose values differ, sorted."""
-    a, b = flat(configfile.to_dict(before)), flat(configfile.to_dict(after))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    """The dotted YAML keys whose values differ, sorted (equal NaNs are equal)."""
+    return configfile.changed(configfile.to_dict(before), configfile.to_dict(after))
 
 
 def check_resume(saved: Settings, settings: Settings, run_dir: Path) -> None:
@@ -253,12 +239,13 @@ def train(
 
 
 class Trained(NamedTuple):
-    """An agent with its state: after training, or from a run's newest checkpoint."""
+    """An agent with its state: after training, or from a run's newest readable checkpoint."""
 
     settings: Settings
     built: Built
     state: Any  # the agent's state, leading axis = seeds
     update: int  # updates done
+    skipped: tuple[str, ...] = ()  # one line per newer checkpoint that could not be read
 
     @property
     def params(self) -> Any:
@@ -269,11 +256,15 @@ class Trained(NamedTuple):
 
 
 def restore(run_dir: Path) -> Trained:
-    """The settings, agent and newest checkpoint of a run directory; `ConfigError` if none."""
+    """The settings, agent and newest readable checkpoint of a run directory.
+
+    `ConfigError` (one line) when there is no checkpoint, none can be read, or the
+    checkpoint was saved with other settings than the run's config.yaml now holds.
+    """
     import jax
 
-    from ssmrl.checkpoint import Checkpointer
-    from ssmrl.driver import seed_keys
+    from ssmrl.checkpoint import Checkpointer, CheckpointError
+    from ssmrl.driver import same_settings_as, seed_keys
 
     settings = read_run_settings(run_dir)
     check(settings)
@@ -285,8 +276,12 @@ def restore(run_dir: Path) -> Trained:
     with Checkpointer(run_dir / CHECKPOINT_DIR, create=False) as ckpt:
         if ckpt.latest is None:
             raise ConfigError(f"{run_dir}: no checkpoints to evaluate")
-        state, update = ckpt.restore(template)
-    return Trained(settings, built, state, update)
+        try:
+            same = same_settings_as(configfile.to_dict(settings), run_dir)
+            state, update, skipped = ckpt.restore_newest(template, same)
+        except CheckpointError as e:
+            raise ConfigError(str(e)) from None
+    return Trained(settings, built, state, update, tuple(skipped))
 
 
 def episode_returns(run: Trained, episodes: int, greedy: bool = False, seed: int = 0):
