@@ -31,6 +31,7 @@ import dataclasses
 import difflib
 import enum
 import io
+import os
 import sys
 import types
 import typing
@@ -365,12 +366,15 @@ def load(
 def one_line(box: str, prog: str | None = None) -> str:
     """tyro's boxed error message as one line, keeping its suggestion and the argument's
     help: ``Unrecognized options: --num-env, 8; perhaps you meant --num-envs INT``."""
+    lines = [raw.strip().strip("│|").strip() for raw in box.splitlines()]
+    titled = any(line.startswith("╭") for line in lines)  # the title is in the top border
+    lines = [line for line in lines if line and line[:1] not in ("╭", "╰")]
+    separator = [set(line) <= {"─", "-"} for line in lines]
+    if not titled and len(lines) > 1 and separator[1] and not separator[0]:
+        lines, separator = lines[2:], separator[2:]
     sections: list[list[str]] = [[]]
-    for raw in box.splitlines():
-        line = raw.strip().strip("│").strip()
-        if raw.strip()[:1] in ("╭", "╰") or not line:
-            continue
-        if set(line) <= {"─"}:
+    for line, is_separator in zip(lines, separator, strict=True):
+        if is_separator:
             sections.append([])
         else:
             sections[-1].append(line)
@@ -388,10 +392,19 @@ def one_line(box: str, prog: str | None = None) -> str:
     return "; ".join(parts) or "invalid arguments"
 
 
+class _Captured(io.StringIO):
+    """A UTF-8, non-terminal stream, so that rich draws tyro's box the same everywhere."""
+
+    encoding = "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+
 def tyro_cli(cls: Any, **kwargs: Any) -> Any:
     """`tyro.cli`, whose errors (a box on stderr and exit 2) become a one-line `ConfigError`;
     ``--help`` prints as usual."""
-    captured = io.StringIO()
+    captured = _Captured()
     try:
         with contextlib.redirect_stderr(captured):
             return tyro.cli(cls, **kwargs)
@@ -399,7 +412,18 @@ def tyro_cli(cls: Any, **kwargs: Any) -> Any:
         if e.code in (0, None):
             sys.stderr.write(captured.getvalue())
             raise
-        raise ConfigError(one_line(captured.getvalue(), kwargs.get("prog"))) from None
+    # Parse again, wide enough that rich neither wraps nor crops the message.
+    wide, columns = _Captured(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "1000"
+    try:
+        with contextlib.redirect_stderr(wide), contextlib.suppress(SystemExit):
+            tyro.cli(cls, **kwargs)
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    raise ConfigError(one_line(wide.getvalue(), kwargs.get("prog")))
 
 
 def fail(message: str, prog: str = "ssmrl") -> NoReturn:

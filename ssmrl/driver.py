@@ -323,9 +323,9 @@ def same_settings_as(config: Mapping | None, run_dir: Path) -> Callable[[int, di
 
 def _start(ckpt: Checkpointer, init_seeds, keys, resume: bool, config, console) -> tuple:
     """``(runner [seeds], updates done)``: the newest readable checkpoint's state, or a
-    fresh one. Refuses (`RunError`) to resume a run that has nothing to resume from,
-    to start over where checkpoints exist, and to resume a checkpoint saved with other
-    settings than ``config`` (`RESUMABLE` run settings aside)."""
+    fresh one. Refuses to start over where checkpoints exist (`FileExistsError`), and to
+    resume a checkpoint saved with other settings than ``config`` (`RunError`;
+    `RESUMABLE` run settings aside)."""
     run_dir = ckpt.directory.parent
     if not resume:
         if ckpt.latest is not None:
@@ -333,12 +333,7 @@ def _start(ckpt: Checkpointer, init_seeds, keys, resume: bool, config, console) 
                 f"{run_dir} already holds checkpoints; pass resume=True or use a new run_dir"
             )
         return init_seeds(keys), 0
-    if ckpt.latest is None:
-        if _holds_a_run(run_dir):
-            raise RunError(
-                f"{run_dir}: nothing to resume from (no checkpoint in {ckpt.directory}); its "
-                "files are left as they are: start the run over in a new directory"
-            )
+    if ckpt.latest is None:  # and nothing of a run there: `train` checked
         return init_seeds(keys), 0
 
     try:
@@ -435,7 +430,14 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     resume_command = resume_command or f"resume from {run_dir / CHECKPOINT_DIR}"
 
-    ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, max_to_keep=run.keep_checkpoints)
+    checkpoints = run_dir / CHECKPOINT_DIR
+    if resume and _holds_a_run(run_dir):
+        if not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+            raise RunError(
+                f"{run_dir}: nothing to resume from (no checkpoint in {checkpoints}); its "
+                "files are left as they are: start the run over in a new directory"
+            )
+    ckpt = Checkpointer(checkpoints, max_to_keep=run.keep_checkpoints)
     try:
         runner, done = _start(ckpt, init_seeds, keys, resume, config, console)
     except BaseException:

@@ -161,3 +161,32 @@ def test_parse_overrides_nests_dotted_keys_and_reads_values_as_yaml():
             configfile.parse_overrides([bad])
     with pytest.raises(configfile.ConfigError, match="a value and a mapping"):
         configfile.parse_overrides(["a=1", "a.b=2"])
+
+
+def test_one_line_reads_tyro_boxes_drawn_with_and_without_box_characters():
+    utf8 = """╭─ Unrecognized options ────────────────────────╮
+│ Unrecognized options: --num-env, 8            │
+│ ───────────────────────────────────────────── │
+│ Perhaps you meant:                            │
+│     --num-envs INT                            │
+│         (default: 64)                         │
+│ ───────────────────────────────────────────── │
+│ For full helptext, run ssmrl train ppo --help │
+╰───────────────────────────────────────────────╯
+"""
+    ascii_box = """ Unrecognized options
+ ------------------------------------
+  Unrecognized options: --num-env, 8
+  ------------------------------------
+  Perhaps you meant:
+      --num-envs INT
+          (default: 64)
+  ------------------------------------
+  For full helptext, run ssmrl train ppo --help
+"""
+    want = (
+        "Unrecognized options: --num-env, 8; perhaps you meant --num-envs INT (default: 64); "
+        "see `ssmrl train ppo --help`"
+    )
+    assert configfile.one_line(utf8, "ssmrl train ppo") == want
+    assert configfile.one_line(ascii_box, "ssmrl train ppo") == want
