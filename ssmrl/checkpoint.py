@@ -19,6 +19,7 @@ shapes differ from the template) raises `CheckpointError` with a one-line reason
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import sys
@@ -128,6 +129,7 @@ class Checkpointer:
             )
         except Exception as e:  # orbax and tensorstore raise many kinds; all mean "unreadable"
             _quiet_orbax_leftovers()
+            gc.collect()  # finalise orbax's abandoned reads now, not in some later output
             raise CheckpointError(
                 f"checkpoint {self.directory / str(update)} is unreadable: {_reason(e)}"
             ) from None
