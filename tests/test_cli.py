@@ -176,3 +176,23 @@ def test_the_cpu_preset_is_the_code_default():
         experiment.load_settings("ppo", preset, {"seeds": "many"})
     with pytest.raises(configfile.ConfigError, match="num_minibatches"):
         experiment.load_settings("ppo", preset, {"num_minibatches": 7})
+
+
+def test_every_s5_option_is_reachable_from_flags_and_yaml(tmp_path):
+    flags = [
+        "--core.clip-eigs", "--core.discretization", "bilinear", "--core.no-conj-sym",
+        "--core.no-prenorm", "--core.mixing", "full_glu", "--core.blocks", "2",
+        "--core.input-decay", "--core.dt-min", "0.01", "--core.scan", "sequential",
+    ]  # fmt: skip
+    parsed, _, _ = cli._parse_train("ppo", [*flags, "--run-dir", str(tmp_path / "a")])
+    want = dict(
+        clip_eigs=True, discretization="bilinear", conj_sym=False, prenorm=False,
+        mixing="full_glu", blocks=2, input_decay=True, dt_min=0.01, scan="sequential",
+    )  # fmt: skip
+    assert {k: getattr(parsed.hparams.core, k) for k in want} == want
+    preset = tmp_path / "s5.yaml"
+    preset.write_text(yaml.safe_dump({"core": {"name": "s5", **want}}))
+    assert experiment.load_settings("ppo", preset).hparams.core == parsed.hparams.core
+    gru, _, _ = cli._parse_train("ppo", ["--core", "gru", "--run-dir", str(tmp_path / "b")])
+    assert type(gru.hparams.core).__name__ == "GRUOptions"
+    assert gru.hparams.core.features == ppo.Config().core.features  # shared options carry
