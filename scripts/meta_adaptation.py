@@ -94,7 +94,7 @@ def checks(results: dict, first: str, k_train: int) -> list[tuple[str, bool]]:
 
     def paired(a: slice, b: slice, text: str, met):
         d = evaluation.window_difference(res.returns, res.finished, a, b)
-        out.append((f"{text}: {d.mean:+.3f} ± {d.stderr:.3f} over {d.trials} trials", met(d)))
+        out.append((f"{text}: {d.mean:+.3f} ± {d.stderr:.3f} over {d.trials} trials", bool(met(d))))
 
     if k >= 2:
         last = min(k, k_train)
@@ -112,7 +112,7 @@ def checks(results: dict, first: str, k_train: int) -> list[tuple[str, bool]]:
         diff = a.mean() - b.mean()
         se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
         text = f"{first} minus {mlp[0]} (trial mean) >= {ABOVE_MLP}: {diff:+.3f} ± {se:.3f}"
-        out.append((text, diff >= ABOVE_MLP))
+        out.append((text, bool(diff >= ABOVE_MLP)))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,10 @@ def test_transition_table_has_a_row_per_core_and_window():
     assert rows[0] == "| s5 training | 2-4 | 0.500 | 1.000 | -0.500 | 0.667 |"
     # Episodes 5-6: pairs SS SF -> after solved 1/2, no failure before, 1 of 2 solved.
     assert rows[1] == "| s5 training | 5-6 | 0.500 | nan | nan | 0.500 |"
+
+
+def test_checks_are_plain_json():
+    curve = np.linspace(0.3, 0.9, 32)
+    results = {"s5 training": _result(curve), "mlp training": _result(np.full(32, 0.3), seed=1)}
+    checks = meta_adaptation.checks(results, "s5 training", k_train=16)
+    assert json.loads(json.dumps(checks)) == [list(c) for c in checks]
