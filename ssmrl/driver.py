@@ -403,13 +403,23 @@ def train(
             ``steps_per_update`` are used here.
         run_dir: created if needed; ``config`` (the resolved config) is written there
             as ``config.yaml`` when the run starts.
-        resume: continue from the newest checkpoint in ``run_dir`` (from scratch if
-            there is none); metrics logged after that checkpoint are dropped.
+        resume: continue from the newest readable checkpoint in ``run_dir`` (newer,
+            unreadable ones are moved to ``unreadable-checkpoints/``); metrics logged
+            after it are dropped. A directory that holds no run starts from scratch; one
+            that holds a run but no checkpoint is refused.
         console: where the progress bar and messages go (default: stderr).
         resume_command: the command that continues this run, shown on Ctrl-C.
         on_chunk: called as ``on_chunk(updates_done, runner)`` after every chunk.
 
+    Before compiling, a run whose state and ``agent.memory_bytes`` clearly exceed the
+    device's memory is refused; a fresh run that stops (error or Ctrl-C) before its first
+    checkpoint removes what it wrote. Checkpoints record ``config``, and resuming one saved
+    with other settings (`RESUMABLE` ones aside) is refused.
+
     Raises:
+        RunError: (a `ConfigError`, one line) a run too large, a file in the way of
+            ``run_dir``, nothing to resume from, no readable checkpoint, or a checkpoint
+            saved with other settings.
         FileExistsError: ``run_dir`` holds checkpoints and ``resume`` is False.
         NonFiniteError: a float metric other than ``mean_return`` (e.g. a loss) was NaN
             or infinite; nothing after the previous checkpoint is saved.

@@ -105,14 +105,15 @@ def unimix_probs(logits: jax.Array, mix: float) -> jax.Array:
 def straight_through_sample(key: jax.Array | None, probs: jax.Array) -> jax.Array:
     """A one-hot sample whose gradient is the identity with respect to ``probs``.
 
-    ``probs [..., C]`` -> ``[..., C]``: ``one_hot(s) + probs - stop_gradient(probs)`` with
-    ``s ~ Categorical(probs)``, or ``s = argmax(probs)`` (the mode) when ``key`` is None.
+    ``probs [..., C]`` -> ``[..., C]``: ``one_hot(s) + (probs - stop_gradient(probs))``
+    with ``s ~ Categorical(probs)``, or ``s = argmax(probs)`` (the mode) when ``key`` is
+    None. The bracket is exactly zero, so the values are exactly one-hot.
     """
     if key is None:
         index = jnp.argmax(probs, -1)
     else:
         index = jax.random.categorical(key, jnp.log(probs), -1)
-    return jax.nn.one_hot(index, probs.shape[-1]) + probs - jax.lax.stop_gradient(probs)
+    return jax.nn.one_hot(index, probs.shape[-1]) + (probs - jax.lax.stop_gradient(probs))
 
 
 def kl_categorical(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
