@@ -173,7 +173,7 @@ class WorldModelConfig(Generic[CoreOptions]):
     hidden: int = 256
     """width of the encoder's, prior's and heads' hidden layers"""
     depth: int = 2
-    """number of hidden layers of the encoder, decoder, reward and continue MLPs"""
+    """hidden layers of the encoder, decoder, reward and continue MLPs (the prior has one)"""
     unimix: float = 0.01
     """uniform mix on the latent probabilities"""
     free_nats: float = 1.0
@@ -221,22 +221,33 @@ class WorldModelCarry(NamedTuple):
 
 
 class Observation(NamedTuple):
-    """What :meth:`WorldModel.observe` returns (time-major, ``F = H + L * C``)."""
+    """What :meth:`WorldModel.observe` returns (``F = H + L * C``).
 
-    post_logits: jax.Array  # [T, B, L, C]
-    post: jax.Array  # [T, B, L, C] straight-through one-hot samples
-    prior_logits: jax.Array  # [T, B, L, C]
-    features: jax.Array  # [T, B, F]
-    carries: WorldModelCarry  # leaves [T, B, ...]: carries[t] is the state after step t
-    carry: WorldModelCarry  # carries[T - 1]
+    | field        | shape              | meaning                                      |
+    |--------------|--------------------|----------------------------------------------|
+    | post_logits  | [T, B, L, C]       | q(z_t given o_t)                             |
+    | post         | [T, B, L, C]       | z_t, straight-through one-hot samples of it  |
+    | prior_logits | [T, B, L, C]       | p(z_t given h_t)                             |
+    | features     | [T, B, F]          | [h_t, z_t]                                   |
+    | carries      | leaves [T, B, ...] | carries[t]: the state after step t           |
+    | carry        | leaves [B, ...]    | carries[T - 1], for the next chunk           |
+    """
+
+    post_logits: jax.Array
+    post: jax.Array
+    prior_logits: jax.Array
+    features: jax.Array
+    carries: WorldModelCarry
+    carry: WorldModelCarry
 
 
 class Heads(NamedTuple):
-    """Raw head outputs on features ``[..., F]``."""
+    """Raw head outputs on features ``[..., F]``: the observation in symlog space
+    ``[..., O]``, reward bin logits ``[..., K]`` (two-hot symlog), continue logits ``[...]``."""
 
-    obs: jax.Array  # [..., O] the observation in symlog space
-    reward_logits: jax.Array  # [..., K] two-hot symlog reward bins
-    cont_logits: jax.Array  # [...] Bernoulli logits of continuing
+    obs: jax.Array
+    reward_logits: jax.Array
+    cont_logits: jax.Array
 
 
 class Prediction(NamedTuple):
@@ -259,11 +270,18 @@ class Losses(NamedTuple):
 
 
 class Imagination(NamedTuple):
-    """An imagined rollout of ``H`` steps from ``N`` start states."""
+    """An imagined rollout of ``H`` steps from ``N`` start states.
 
-    features: jax.Array  # [H + 1, N, F]; features[0] are the start states'
-    actions: jax.Array  # [H, N, A]; actions[i] was taken in state i
-    carry: WorldModelCarry  # the state after the last step
+    | field    | shape           | meaning                                          |
+    |----------|-----------------|--------------------------------------------------|
+    | features | [H + 1, N, F]   | features[0]: the start states'; then the prior's |
+    | actions  | [H, N, A]       | actions[i]: taken in state i                     |
+    | carry    | leaves [N, ...] | the state after the last step                    |
+    """
+
+    features: jax.Array
+    actions: jax.Array
+    carry: WorldModelCarry
 
 
 def features_of(carry: WorldModelCarry) -> jax.Array:
@@ -285,20 +303,21 @@ def _zero_where(first: jax.Array, x: jax.Array) -> jax.Array:
 class WorldModel(nn.Module):
     """Encoder, posterior, backbone core, prior and heads (see the module docstring).
 
-    | method    | inputs                                                    | returns     |
-    |-----------|-----------------------------------------------------------|-------------|
-    | __call__  | carry, obs, prev_action, is_first, key                    | (Observation, Heads) |
-    | observe   | carry, obs, prev_action, is_first, key                    | Observation |
-    | obs_step  | carry, obs [B,O], prev_action [B,A], is_first [B], key    | (carry, [B,F]) |
-    | img_step  | carry, action [B,A], key                                  | (carry, [B,F], z) |
-    | imagine   | policy_fn, start carry [N], horizon H, key                | Imagination |
-    | open_loop | start carry [N], actions [H,N,A], key                     | [H,N,F]     |
-    | heads     | features [...,F]                                          | Heads       |
-    | predict   | features [...,F]                                          | Prediction  |
-    | loss      | carry, obs, prev_action, reward, cont, is_first, valid, key | (Losses, Observation) |
+    | method    | inputs                                                      | returns            |
+    |-----------|-------------------------------------------------------------|--------------------|
+    | __call__  | carry, obs, prev_action, is_first, key                      | Observation, Heads |
+    | observe   | carry, obs, prev_action, is_first, key                      | Observation        |
+    | obs_step  | carry, obs [B,O], prev_action [B,A], is_first [B], key      | carry, [B,F]       |
+    | img_step  | carry, action [B,A], key                                    | carry, [B,F], z    |
+    | imagine   | policy_fn, start carry [N], horizon H, key                  | Imagination        |
+    | open_loop | start carry [N], actions [H,N,A], key                       | [H,N,F]            |
+    | heads     | features [...,F]                                            | Heads              |
+    | predict   | features [...,F]                                            | Prediction         |
+    | loss      | carry, obs, prev_action, reward, cont, is_first, valid, key | (below)            |
 
     Sequence inputs are obs ``[T,B,O]``, prev_action ``[T,B,A]``, is_first ``[T,B]``
-    (module docstring); ``z [B,L,C]`` is the prior sample, also the new carry's ``z``.
+    (module docstring); ``z [B,L,C]`` is the prior sample, also the new carry's ``z``;
+    ``loss`` returns ``(Losses, Observation)``.
     A ``key`` of None takes modes instead of samples (imagine's ``policy_fn`` still gets
     keys). ``observe`` draws step ``t``'s latent with ``jax.random.split(key, T)[t]``,
     so ``obs_step`` calls with those keys reproduce it. Initialise with the default
@@ -345,6 +364,7 @@ class WorldModel(nn.Module):
         return self._latent_logits(self.prior_net, h)
 
     def _backbone_input(self, z_prev, prev_action, is_first):
+        """``[z_{t-1}, a_{t-1}]``, zeroed where ``is_first``: ``[..., L * C + A]``."""
         z_prev = z_prev.reshape(*z_prev.shape[:-2], -1)
         return _zero_where(is_first, jnp.concatenate([z_prev, prev_action], -1))
 
@@ -379,8 +399,9 @@ class WorldModel(nn.Module):
 
     def img_step(self, carry, action, key):
         """One imagined step: the backbone consumes ``[z, action]``; ``z'`` ~ the prior."""
-        x = self._backbone_input(carry.z, action, jnp.zeros(action.shape[:-1], bool))
-        core_carry, h = self.core.step(carry.core, x, jnp.zeros(action.shape[:-1], bool))
+        no_reset = jnp.zeros(action.shape[:-1], bool)
+        x = self._backbone_input(carry.z, action, no_reset)
+        core_carry, h = self.core.step(carry.core, x, no_reset)
         z = straight_through_sample(key, jax.nn.softmax(self.prior(h), -1))
         carry = WorldModelCarry(core_carry, z, h)
         return carry, features_of(carry), z

@@ -159,9 +159,9 @@ def test_kl_balance_by_hand_and_free_nats():
     def terms(a, b):
         return jnp.sum(jnp.stack(kl_balance_loss(a, b)), 1)
 
-    (d_dyn_post, d_dyn_prior), (d_rep_post, d_rep_prior) = (
-        np.asarray(g) for g in fast_jit(jax.jacrev(terms, (0, 1)))(post, prior)
-    )
+    # Jacobians [term (dyn, rep), step, group, class] with respect to post and prior.
+    d_post, d_prior = (np.asarray(g) for g in fast_jit(jax.jacrev(terms, (0, 1)))(post, prior))
+    (d_dyn_post, d_rep_post), (d_dyn_prior, d_rep_prior) = d_post, d_prior
     p, q = softmax64(post), softmax64(prior)
     np.testing.assert_array_equal(d_dyn_post, 0.0)
     np.testing.assert_array_equal(d_dyn_prior[1], 0.0)
