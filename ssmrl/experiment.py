@@ -37,7 +37,10 @@ class AgentSpec(NamedTuple):
     summary: str
 
 
-AGENTS = {"ppo": AgentSpec("ssmrl.agents.ppo", "recurrent PPO; policy and value share a core")}
+AGENTS = {
+    "ppo": AgentSpec("ssmrl.agents.ppo", "recurrent PPO; policy and value share a core"),
+    "dreamer": AgentSpec("ssmrl.agents.dreamer", "DreamerV3-style world model on any core"),
+}
 
 C = TypeVar("C")
 
