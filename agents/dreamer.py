@@ -57,6 +57,7 @@ from ssmrl.worldmodel import (
     WorldModel,
     WorldModelCarry,
     WorldModelConfig,
+    flatten_time,
     symexp,
     symlog,
     symlog_bins,
@@ -295,12 +296,6 @@ def _where(flag: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(pick, a, b)
 
 
-def _flatten_time(tree: Any) -> Any:
-    """`ssmrl.worldmodel.flatten_time` (``[T, B, ...] -> [T * B, ...]``) that also takes
-    empty leaves, such as the MLP core's carry ``[T, B, 0]``."""
-    return jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), tree)
-
-
 def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
     """Dreamer on ``env`` as the `ssmrl.agent.Agent` contract (state: a `State`).
 
@@ -457,14 +452,14 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             return losses.total, (losses, out)
 
         (_, (losses, out)), grads = jax.value_and_grad(wm_loss, has_aux=True)(wm_params)
-        start = jax.lax.stop_gradient(_flatten_time(out.carries))  # [N = T * B]
+        start = jax.lax.stop_gradient(flatten_time(out.carries))  # [N = T * B]
 
         def policy(features, key):
             return encode(actor.apply(actor_params, features).sample(seed=key))
 
         img = model.apply(wm_params, policy, start, cfg.horizon, key_img, method="imagine")
         pred = model.apply(wm_params, img.features, method="predict")
-        cont = pred.cont.at[0].set(_flatten_time(batch.cont * valid))  # [H + 1, N]
+        cont = pred.cont.at[0].set(flatten_time(batch.cont * valid))  # [H + 1, N]
         # weight[t]: the discounted probability that imagined state t is reached at all.
         weight = jnp.cumprod(cfg.gamma * cont, 0) / cfg.gamma
         values = value(learner.critic.params, img.features)

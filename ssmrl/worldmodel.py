@@ -292,7 +292,7 @@ def features_of(carry: WorldModelCarry) -> jax.Array:
 
 def flatten_time(tree: Any) -> Any:
     """Merge the two leading axes of every leaf, ``[T, B, ...] -> [T * B, ...]``."""
-    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), tree)
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), tree)
 
 
 def _zero_where(first: jax.Array, x: jax.Array) -> jax.Array:

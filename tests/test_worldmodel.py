@@ -436,3 +436,10 @@ def test_loss_matches_numpy():
     ]
     np.testing.assert_allclose(losses[1:], expected, rtol=1e-4)
     np.testing.assert_allclose(total, sum(expected), rtol=1e-4)
+
+
+def test_flatten_time_merges_the_leading_axes_of_empty_leaves_too():
+    tree = {"empty": jnp.zeros((3, 2, 0)), "full": jnp.arange(12.0).reshape(3, 2, 2)}
+    flat = flatten_time(tree)
+    assert flat["empty"].shape == (6, 0) and flat["full"].shape == (6, 2)
+    np.testing.assert_array_equal(flat["full"][3], tree["full"][1, 1])
