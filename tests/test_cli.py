@@ -159,9 +159,10 @@ def test_train_then_eval_then_resume_a_finished_run(tmp_path, capsys):
     "preset", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=str
 )
 def test_every_preset_is_valid(preset, tmp_path):
-    parsed, _, _ = cli._parse_train("ppo", ["--config", str(preset), "--run-dir", str(tmp_path)])
+    agent = configfile.read_yaml(preset)["agent"]
+    parsed, _, _ = cli._parse_train(agent, ["--config", str(preset), "--run-dir", str(tmp_path)])
     parsed.hparams.validate()
-    assert experiment.load_settings("ppo", preset).hparams == parsed.hparams
+    assert experiment.load_settings(agent, preset).hparams == parsed.hparams
 
 
 def test_the_cpu_preset_is_the_code_default():
