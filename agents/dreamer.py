@@ -48,7 +48,7 @@ from gymnax.environments import spaces
 
 from ssmrl import cores, replay
 from ssmrl.agent import Agent
-from ssmrl.config import OptimConfig
+from ssmrl.config import OptimConfig, check_whole_updates
 from ssmrl.nets import MLP, PolicyHead
 from ssmrl.replay import ReplayConfig
 from ssmrl.returns import lambda_returns
@@ -158,13 +158,7 @@ class Config(Generic[CoreOptions]):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-        if self.total_timesteps % self.steps_per_update:
-            below = self.num_updates * self.steps_per_update
-            nearest = " or ".join(str(n) for n in (below, below + self.steps_per_update) if n)
-            raise ValueError(
-                f"total_timesteps={self.total_timesteps} is not a whole number of updates of "
-                f"num_envs * num_steps = {self.steps_per_update} steps; nearest: {nearest}"
-            )
+        check_whole_updates(self.total_timesteps, self.steps_per_update)
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
         for name in ("lam", "ent_coef", "return_decay", "slow_critic_decay"):

@@ -30,7 +30,7 @@ from flax.training.train_state import TrainState
 
 from ssmrl import cores
 from ssmrl.agent import Agent
-from ssmrl.config import OptimConfig
+from ssmrl.config import OptimConfig, check_whole_updates
 from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
 from ssmrl.nets import PolicyHead, ValueHead
 from ssmrl.returns import gae, next_values_from
@@ -100,18 +100,7 @@ class Config(Generic[CoreOptions]):
                 f"num_minibatches={self.num_minibatches} must divide num_envs={self.num_envs} "
                 "(minibatches split the env axis)"
             )
-        if self.num_updates < 1:
-            raise ValueError(
-                f"total_timesteps={self.total_timesteps} is less than one update "
-                f"(num_envs * num_steps = {self.steps_per_update})"
-            )
-        if self.total_timesteps % self.steps_per_update:
-            below = self.num_updates * self.steps_per_update
-            raise ValueError(
-                f"total_timesteps={self.total_timesteps} is not a whole number of updates of "
-                f"num_envs * num_steps = {self.steps_per_update} steps; nearest: {below} or "
-                f"{below + self.steps_per_update}"
-            )
+        check_whole_updates(self.total_timesteps, self.steps_per_update)
         for name in ("gamma", "gae_lambda", "next_episode_discount"):
             if not 0.0 <= getattr(self, name) <= 1.0:  # also False for NaN
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")

@@ -1,4 +1,4 @@
-"""Configuration pieces shared by the agents: the optimiser.
+"""Configuration pieces shared by the agents: the optimiser and the update count check.
 
 A memory core's settings are its options dataclass (`ssmrl.cores.S5Options`, ...).
 """
@@ -37,4 +37,22 @@ class OptimConfig:
         return optax.chain(
             optax.clip_by_global_norm(self.max_grad_norm),
             optax.adam(lr, eps=self.adam_eps),
+        )
+
+
+def check_whole_updates(total_timesteps: int, steps_per_update: int) -> None:
+    """Raise ValueError unless ``total_timesteps`` is a whole, positive number of updates
+    of ``steps_per_update`` env steps, naming the nearest valid totals."""
+    updates = total_timesteps // steps_per_update
+    if updates < 1:
+        raise ValueError(
+            f"total_timesteps={total_timesteps} is less than one update "
+            f"(num_envs * num_steps = {steps_per_update})"
+        )
+    if total_timesteps % steps_per_update:
+        below = updates * steps_per_update
+        raise ValueError(
+            f"total_timesteps={total_timesteps} is not a whole number of updates of "
+            f"num_envs * num_steps = {steps_per_update} steps; nearest: {below} or "
+            f"{below + steps_per_update}"
         )

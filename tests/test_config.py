@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import optax
+import pytest
 
 from ssmrl.config import OptimConfig
 
@@ -25,3 +26,13 @@ def test_annealed_learning_rate_reaches_zero_and_gradients_are_clipped():
     updates, _ = fixed.update(grads, fixed.init(params), params)
     np.testing.assert_allclose(np.abs(np.asarray(updates["w"])), 0.1, rtol=1e-3)
     assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_check_whole_updates_names_the_nearest_totals():
+    from ssmrl.config import check_whole_updates
+
+    check_whole_updates(4096, 2048)
+    with pytest.raises(ValueError, match="nearest: 2048 or 4096"):
+        check_whole_updates(2100, 2048)
+    with pytest.raises(ValueError, match="less than one update"):
+        check_whole_updates(100, 2048)
