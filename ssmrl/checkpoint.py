@@ -23,6 +23,7 @@ import gc
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,22 @@ def _quiet_orbax_leftovers() -> None:
         code = getattr(unraisable.object, "cr_code", None)
         if code is not None and "orbax" in code.co_filename:
             return
+        if "Event loop is closed" in str(unraisable.exc_value):  # their loop's late callbacks
+            return
         previous(unraisable)
 
     hook._ssmrl_quiet = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+def _settle(seconds: float = 0.5) -> None:
+    """Let orbax's abandoned concurrent reads finish and be collected now. Left alone,
+    their finalisers run inside whatever Python does next, and when that is CPython
+    3.11 building an AST (``inspect.getsource``), it fails with "AST constructor
+    recursion depth mismatch"."""
+    for _ in range(int(seconds / 0.05)):
+        time.sleep(0.05)
+        gc.collect()
 
 
 def _empty(x: Any) -> bool:
@@ -129,7 +142,7 @@ class Checkpointer:
             )
         except Exception as e:  # orbax and tensorstore raise many kinds; all mean "unreadable"
             _quiet_orbax_leftovers()
-            gc.collect()  # finalise orbax's abandoned reads now, not in some later output
+            _settle()
             raise CheckpointError(
                 f"checkpoint {self.directory / str(update)} is unreadable: {_reason(e)}"
             ) from None
