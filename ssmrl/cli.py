@@ -114,10 +114,7 @@ def _parse_train(name: str, args: Sequence[str]) -> tuple[experiment.Settings, P
             raise ConfigError("--run-dir and --resume name different directories; drop --run-dir")
         return parsed, Path(resume), True
     run_dir = parsed.run_dir or experiment.default_run_dir(parsed)
-    for parent in reversed(run_dir.parents):
-        if parent.exists() and not parent.is_dir():
-            raise ConfigError(f"--run-dir {run_dir}: {parent} is a file, not a directory")
-    if run_dir.exists() and not run_dir.is_dir():
+    if run_dir.exists() and not run_dir.is_dir():  # a file further up: the driver says so
         raise ConfigError(f"--run-dir {run_dir} is a file; name a new or empty directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
