@@ -206,21 +206,22 @@ def _format(x: float | None) -> str:
 def _records(
     metrics: Mapping[str, np.ndarray], rows: int, done: int, steps_per_update: int, wall_s: float
 ) -> list[dict[str, Any]]:
-    """One log record per update of a chunk: mean return per seed, other metrics seed-averaged."""
+    """One log record per update of a chunk: mean return (and, where the agent counts them,
+    ended episodes) per seed, other metrics seed-averaged."""
     out = []
     for j in range(rows):
         update = done + j + 1
         per_seed = metrics["mean_return"][j].reshape(-1)
-        out.append(
-            {
-                "update": update,
-                "env_steps": update * steps_per_update,
-                "mean_return": float(nanmean(per_seed)),
-                "mean_return_per_seed": per_seed,
-                **{k: float(np.mean(v[j])) for k, v in metrics.items() if k != "mean_return"},
-                "wall_s": round(wall_s, 3),
-            }
-        )
+        record = {
+            "update": update,
+            "env_steps": update * steps_per_update,
+            "mean_return": float(nanmean(per_seed)),
+            "mean_return_per_seed": per_seed,
+            **{k: float(np.mean(v[j])) for k, v in metrics.items() if k != "mean_return"},
+        }
+        if "episodes" in metrics:
+            record["episodes_per_seed"] = metrics["episodes"][j].reshape(-1)
+        out.append({**record, "wall_s": round(wall_s, 3)})
     return out
 
 

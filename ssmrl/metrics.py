@@ -110,6 +110,41 @@ def returns_matrix(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np
     return steps, np.array(rows, np.float64).reshape(len(records), -1)
 
 
+def last_episodes_mean(records: Sequence[Mapping[str, Any]], n: int = 20) -> np.ndarray:
+    """Per seed, the mean return of the last ``n`` episodes of a run, from its records.
+
+    Reads ``mean_return_per_seed`` and ``episodes_per_seed`` (update means and counts):
+    walking back from the last update, whole updates count with their episodes until
+    the one that reaches ``n``, which counts with the episodes still missing at its
+    mean. NaN for a seed with fewer than ``n`` episodes in all.
+
+    | argument | shape                           | result |
+    |----------|---------------------------------|--------|
+    | records  | U records, lists of S per seed  | [S]    |
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not records:
+        return np.zeros(0)
+    if any("episodes_per_seed" not in r for r in records):
+        raise ValueError("records without episodes_per_seed: this agent does not count episodes")
+    _, returns = returns_matrix(records)
+    counts = np.array([r["episodes_per_seed"] for r in records], np.float64)
+    counts = counts.reshape(returns.shape)
+    out = np.full(returns.shape[1], np.nan)
+    for seed in range(returns.shape[1]):
+        total, seen = 0.0, 0.0
+        for mean, count in zip(returns[::-1, seed], counts[::-1, seed], strict=True):
+            if count <= 0:
+                continue
+            take = min(count, n - seen)
+            total, seen = total + take * mean, seen + take
+            if seen >= n:
+                out[seed] = total / n
+                break
+    return out
+
+
 def plot_learning_curve(
     env_steps: Any, mean_returns: Any, path: str | os.PathLike, title: str = ""
 ) -> Path:

@@ -114,6 +114,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert [r["update"] for r in records] == [1, 2, 3, 4]
     assert [r["env_steps"] for r in records] == [32, 64, 96, 128]
     assert all(len(r["mean_return_per_seed"]) == 2 for r in records)
+    assert all(len(r["episodes_per_seed"]) == 2 for r in records)
     assert {"total_loss", "policy_loss", "value_loss", "entropy"} <= set(records[0])
     assert 0.0 <= whole.mmer <= 3.0
     # the S5 carry is complex64 and must survive the checkpoint exactly

@@ -10,6 +10,7 @@ import pytest
 
 from ssmrl.metrics import (
     MetricsWriter,
+    last_episodes_mean,
     mmer,
     nanmean,
     plot_learning_curve,
@@ -80,3 +81,26 @@ def test_returns_matrix_and_plot(tmp_path):
     assert mmer(returns) == pytest.approx(0.5)
     path = plot_learning_curve(steps, returns, tmp_path / "curve.png", title="run")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_last_episodes_mean_counts_back_whole_updates_then_part_of_one():
+    # Seed 0: updates with (mean, count) (10, 4), (20, 0), (30, 3), (40, 2); the last 4
+    # episodes are 40, 40, 30, 30 (one of update 3's episodes is left out).
+    # Seed 1: 5 episodes in all, fewer than 6 -> NaN; seed 2 with n = 1: only the last.
+    records = [
+        {"env_steps": 1, "mean_return_per_seed": [10.0, 1.0, 5.0], "episodes_per_seed": [4, 2, 1]},
+        {
+            "env_steps": 2,
+            "mean_return_per_seed": [None, None, None],
+            "episodes_per_seed": [0, 0, 0],
+        },
+        {"env_steps": 3, "mean_return_per_seed": [30.0, 2.0, 6.0], "episodes_per_seed": [3, 3, 1]},
+        {"env_steps": 4, "mean_return_per_seed": [40.0, None, 7.0], "episodes_per_seed": [2, 0, 2]},
+    ]
+    np.testing.assert_allclose(last_episodes_mean(records, 4)[0], (2 * 40 + 2 * 30) / 4)
+    np.testing.assert_allclose(last_episodes_mean(records, 9)[0], (80 + 90 + 40) / 9)
+    assert math.isnan(last_episodes_mean(records, 6)[1])
+    assert last_episodes_mean(records, 1)[2] == 7.0
+    assert math.isnan(last_episodes_mean(records, 10)[0])
+    with pytest.raises(ValueError, match="episodes_per_seed"):
+        last_episodes_mean([{"env_steps": 1, "mean_return_per_seed": [1.0]}])
