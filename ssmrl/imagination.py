@@ -1,0 +1,174 @@
+"""How far a world model imagines: open-loop predictions after a context, and their errors.
+
+```python
+pred = open_loop_predictions(model, params, obs, prev_action, is_first, context=C, horizon=H)
+target = obs[C : C + H]
+errors = horizon_errors(pred.obs, target, classes=8, seen=seen[C : C + H])
+copy = horizon_errors(copy_last(obs[C - 1], H), target, classes=8)
+flat = horizon_errors(jnp.broadcast_to(marginal(train_obs), target.shape), target, classes=8)
+```
+
+The world model reads ``C`` context steps through its posterior (`WorldModel.observe`),
+then rolls its prior ``H`` steps given the true actions (`WorldModel.open_loop`); step
+``i`` of the result predicts observation ``C + i``. Observations made of one-hot cells
+(``O = cells x classes``, as the memory-rooms tasks give) are also scored per cell: a
+cell is right when its largest predicted entry is the true class. ``seen`` marks the
+cells whose content the context showed, so the error splits into recalled and new.
+
+Two baselines need no model: the per-cell marginal (every cell's class frequencies over
+a dataset, the best constant guess) and copy-last-frame (the last context observation,
+repeated).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ssmrl.worldmodel import Prediction, WorldModel
+
+
+class HorizonErrors(NamedTuple):
+    """Errors per imagination step ``[H]``; NaN where a split has no cells.
+
+    | field           | meaning                                                     |
+    |-----------------|-------------------------------------------------------------|
+    | mse             | mean squared error over episodes and observation entries    |
+    | accuracy        | share of cells whose predicted class is right               |
+    | accuracy_seen   | the same over cells marked seen                             |
+    | accuracy_unseen | the same over cells not marked seen                         |
+    | reward_accuracy | share of steps whose reward is predicted within a tolerance |
+    """
+
+    mse: jax.Array
+    accuracy: jax.Array
+    accuracy_seen: jax.Array
+    accuracy_unseen: jax.Array
+    reward_accuracy: jax.Array
+
+
+def cell_correct(pred: jax.Array, target: jax.Array, classes: int) -> jax.Array:
+    """Per cell, whether the predicted class (largest entry) is the target's.
+
+    | arg    | shape                    |
+    |--------|--------------------------|
+    | pred   | [..., cells * classes]   |
+    | target | [..., cells * classes]   |
+    | result | [..., cells] bool        |
+    """
+    size = pred.shape[-1]
+    if size % classes:
+        raise ValueError(f"observation size {size} is not a whole number of {classes}-class cells")
+
+    def cells(x):
+        return x.reshape(*x.shape[:-1], size // classes, classes)
+
+    return jnp.argmax(cells(pred), -1) == jnp.argmax(cells(target), -1)
+
+
+def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``x [H, ...]`` over all but the first axis where ``mask``; NaN where none."""
+    axes = tuple(range(1, x.ndim))
+    count = jnp.sum(mask, axes)
+    return jnp.where(count > 0, jnp.sum(jnp.where(mask, x, 0.0), axes) / count, jnp.nan)
+
+
+def horizon_errors(
+    pred: jax.Array,
+    target: jax.Array,
+    classes: int,
+    seen: jax.Array | None = None,
+    reward_pred: jax.Array | None = None,
+    reward: jax.Array | None = None,
+    reward_tolerance: float = 0.1,
+) -> HorizonErrors:
+    """Errors of predictions at each imagination step.
+
+    | arg                 | shape                 |
+    |---------------------|-----------------------|
+    | pred, target        | [H, N, cells*classes] |
+    | seen                | [H, N, cells] bool    |
+    | reward_pred, reward | [H, N]                |
+    | result fields       | [H]                   |
+
+    Without ``seen`` every cell counts as unseen; without rewards ``reward_accuracy``
+    is NaN. A reward counts as right when it lies within ``reward_tolerance`` of the true one.
+    """
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(
+            f"pred and target must both be [H, N, O], got {pred.shape}, {target.shape}"
+        )
+    correct = cell_correct(pred, target, classes).astype(jnp.float32)
+    seen = jnp.zeros(correct.shape, bool) if seen is None else jnp.asarray(seen, bool)
+    if seen.shape != correct.shape:
+        raise ValueError(f"seen must be [H, N, cells] = {correct.shape}, got {seen.shape}")
+    everywhere = jnp.ones(correct.shape, bool)
+    if reward_pred is None or reward is None:
+        reward_accuracy = jnp.full(pred.shape[:1], jnp.nan)
+    else:
+        hit = jnp.abs(reward_pred - reward) <= reward_tolerance
+        reward_accuracy = jnp.mean(hit.astype(jnp.float32), 1)
+    return HorizonErrors(
+        mse=jnp.mean((pred - target) ** 2, (1, 2)),
+        accuracy=_masked_mean(correct, everywhere),
+        accuracy_seen=_masked_mean(correct, seen),
+        accuracy_unseen=_masked_mean(correct, ~seen),
+        reward_accuracy=reward_accuracy,
+    )
+
+
+def marginal(obs: jax.Array) -> jax.Array:
+    """The per-entry mean of a dataset's observations ``[..., O] -> [O]``: for one-hot cells,
+    each cell's class frequencies (the marginal predictor)."""
+    return jnp.mean(obs.reshape(-1, obs.shape[-1]), 0)
+
+
+def copy_last(last_obs: jax.Array, horizon: int) -> jax.Array:
+    """The copy-last-frame predictor: ``last_obs [N, O]`` repeated, ``[H, N, O]``."""
+    return jnp.broadcast_to(last_obs, (horizon, *last_obs.shape))
+
+
+def open_loop_predictions(
+    model: WorldModel,
+    params: Any,
+    obs: jax.Array,
+    prev_action: jax.Array,
+    is_first: jax.Array,
+    context: int,
+    horizon: int,
+    key: jax.Array | None = None,
+) -> Prediction:
+    """Observe ``context`` steps, then imagine ``horizon`` steps given the true actions.
+
+    | arg         | shape                       | meaning                          |
+    |-------------|-----------------------------|----------------------------------|
+    | obs         | [T, N, O], T >= C + H       | o_t                              |
+    | prev_action | [T, N, A]                   | a_{t-1} (one-hot if discrete)    |
+    | is_first    | [T, N]                      | episode starts                   |
+    | result      | obs [H, N, O], reward [H, N]| step i predicts o_{C+i}, r_{C+i} |
+
+    ``key`` None takes latent modes throughout (deterministic).
+    """
+    if context < 1 or horizon < 1:
+        raise ValueError(f"context and horizon must be >= 1, got {context} and {horizon}")
+    if context + horizon > obs.shape[0]:
+        raise ValueError(
+            f"context {context} + horizon {horizon} exceeds the {obs.shape[0]} steps given"
+        )
+    key_obs, key_img = (None, None) if key is None else jax.random.split(key)
+    carry = model.initialize_carry(obs.shape[1])
+    seen = model.apply(
+        params,
+        carry,
+        obs[:context],
+        prev_action[:context],
+        is_first[:context],
+        key_obs,
+        method="observe",
+    )
+    # From the carry after o_{C-1}, action a_{C-1+i} = prev_action[C+i] leads to o_{C+i}.
+    actions = prev_action[context : context + horizon]
+    features = model.apply(params, seen.carry, actions, key_img, method="open_loop")
+    return model.apply(params, features, method="predict")
