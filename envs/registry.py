@@ -13,7 +13,7 @@ from typing import Any
 import gymnax
 
 import ssmrl.envs.popgym as _popgym_pkg
-from ssmrl.envs import dmc
+from ssmrl.envs import dmc, rooms
 
 Factory = Callable[[], tuple[Any, Any]]
 
@@ -29,11 +29,12 @@ def _tables() -> tuple[dict[str, Factory], dict[str, str]]:
     from ssmrl.envs import meta  # imports this module, so not at the top
 
     tasks.update(meta.TASKS)
+    tasks.update(rooms.TASKS)
     return tasks, aliases
 
 
 def names(include_gymnax: bool = True) -> list[str]:
-    """All names `make` accepts (aliases excluded): POPGym and meta tasks first, then gymnax."""
+    """All names `make` accepts (aliases excluded): POPGym, meta and rooms tasks, then gymnax."""
     tasks, _ = _tables()
     out = sorted(tasks)
     if include_gymnax:
