@@ -51,7 +51,7 @@ from ssmrl.agent import Agent
 from ssmrl.config import OptimConfig, check_whole_updates
 from ssmrl.nets import MLP, PolicyHead
 from ssmrl.replay import ReplayConfig
-from ssmrl.returns import lambda_returns
+from ssmrl.returns import lambda_returns, percentile_scale
 from ssmrl.worldmodel import (
     Losses,
     WorldModel,
@@ -59,10 +59,9 @@ from ssmrl.worldmodel import (
     WorldModelConfig,
     flatten_time,
     symexp,
-    symlog,
     symlog_bins,
-    two_hot,
     two_hot_decode,
+    two_hot_nll,
 )
 
 WRAPPERS = ("flatten", "episode_statistics")
@@ -458,12 +457,15 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         weight = jnp.cumprod(cfg.gamma * cont, 0) / cfg.gamma
         values = value(learner.critic.params, img.features)
         returns = lambda_returns(pred.reward[1:], values[1:], cont[1:], cfg.gamma, cfg.lam)
-        low, high = jnp.percentile(returns, jnp.array([cfg.return_low, cfg.return_high]))
-        d = cfg.return_decay
-        return_low = d * learner.return_low + (1.0 - d) * low
-        return_high = d * learner.return_high + (1.0 - d) * high
-        scale = jnp.maximum(1.0, return_high - return_low)
-        advantage = (returns - values[:-1]) / scale
+        norm = percentile_scale(
+            returns,
+            learner.return_low,
+            learner.return_high,
+            cfg.return_low,
+            cfg.return_high,
+            cfg.return_decay,
+        )
+        advantage = (returns - values[:-1]) / norm.scale
         features, w = img.features[:-1], weight[:-1]
         slow_values = value(learner.slow_critic, features)
 
@@ -474,12 +476,11 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             return jnp.mean(loss * w), jnp.mean(entropy)
 
         def critic_loss(params):
-            log_probs = jax.nn.log_softmax(critic.apply(params, features), -1)
-
-            def nll(target):
-                return -jnp.sum(two_hot(symlog(target), bins) * log_probs, -1)
-
-            return jnp.mean((nll(returns) + cfg.slow_reg * nll(slow_values)) * w)
+            logits = critic.apply(params, features)
+            nll = two_hot_nll(logits, returns, bins) + cfg.slow_reg * two_hot_nll(
+                logits, slow_values, bins
+            )
+            return jnp.mean(nll * w)
 
         (a_loss, entropy), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(actor_params)
         c_loss, c_grads = jax.value_and_grad(critic_loss)(learner.critic.params)
@@ -491,8 +492,8 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             slow_critic=optax.incremental_update(
                 critic_state.params, learner.slow_critic, 1.0 - cfg.slow_critic_decay
             ),
-            return_low=return_low,
-            return_high=return_high,
+            return_low=norm.low,
+            return_high=norm.high,
         )
         return learner, TrainInfo(
             wm=losses,
@@ -500,7 +501,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             critic_loss=c_loss,
             entropy=entropy,
             imagined_return=jnp.mean(returns[0]),
-            return_scale=scale,
+            return_scale=norm.scale,
         )
 
     def update(state: State) -> tuple[State, Metrics]:

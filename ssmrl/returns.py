@@ -13,7 +13,8 @@ then one of three things happened:
 :func:`next_values_from`. Every array is time-major; any trailing batch dims are allowed.
 
 :func:`lambda_returns` computes the TD(λ) value targets DreamerV3 trains its critic on
-from imagined rollouts, where a continue flag (or probability) replaces the two flags.
+from imagined rollouts, where a continue flag (or probability) replaces the two flags;
+:func:`percentile_scale` the scale DreamerV3 divides its advantages by.
 """
 
 from __future__ import annotations
@@ -168,3 +169,36 @@ def lambda_returns(
 
     _, returns = jax.lax.scan(step, next_values[-1], (interm, decay, cut), reverse=True)
     return returns
+
+
+class PercentileScale(NamedTuple):
+    """EMAs of the low and high percentiles of returns, and the scale they give (scalars)."""
+
+    low: jax.Array
+    high: jax.Array
+    scale: jax.Array
+
+
+def percentile_scale(
+    returns: jax.Array,
+    low: jax.Array,
+    high: jax.Array,
+    low_percentile: float = 5.0,
+    high_percentile: float = 95.0,
+    decay: float = 0.99,
+) -> PercentileScale:
+    """One EMA step of the returns' percentiles and the scale ``max(1, high - low)``.
+
+    | arg       | shape      | meaning                                   |
+    |-----------|------------|-------------------------------------------|
+    | returns   | any        | a batch of returns (all entries count)    |
+    | low, high | []         | the EMAs so far (zeros at the start)      |
+    | result    | [] each    | the new EMAs and the scale from them      |
+
+    Dividing advantages by the scale shrinks large return ranges to about 1 and leaves
+    small ones (below 1) as they are, so that sparse small rewards are not amplified.
+    """
+    now = jnp.percentile(returns, jnp.array([low_percentile, high_percentile]))
+    low = decay * low + (1.0 - decay) * now[0]
+    high = decay * high + (1.0 - decay) * now[1]
+    return PercentileScale(low, high, jnp.maximum(1.0, high - low))

@@ -97,6 +97,12 @@ def two_hot_decode(logits: jax.Array, bins: jax.Array) -> jax.Array:
     return jnp.sum(jax.nn.softmax(logits, -1) * bins, -1)
 
 
+def two_hot_nll(logits: jax.Array, x: jax.Array, bins: jax.Array) -> jax.Array:
+    """Cross-entropy of bin ``logits [..., K]`` against the two-hot encoding of
+    ``symlog(x) [...]`` on ``bins [K]``: the reward head's and a two-hot critic's loss ``[...]``."""
+    return -jnp.sum(two_hot(symlog(x), bins) * jax.nn.log_softmax(logits, -1), -1)
+
+
 def unimix_probs(logits: jax.Array, mix: float) -> jax.Array:
     """``(1 - mix) * softmax(logits) + mix / C`` over the last axis ``[..., C]``."""
     return (1.0 - mix) * jax.nn.softmax(logits, -1) + mix / logits.shape[-1]
@@ -482,8 +488,7 @@ class WorldModel(nn.Module):
             return jnp.sum(x * weight) / count
 
         bins = symlog_bins(c.bins, c.bin_limit)
-        target = two_hot(symlog(reward), bins)
-        reward_nll = -jnp.sum(target * jax.nn.log_softmax(heads.reward_logits, -1), -1)
+        reward_nll = two_hot_nll(heads.reward_logits, reward, bins)
         logit = heads.cont_logits
         # Bernoulli negative log-likelihood from logits: softplus(l) - y * l.
         cont_nll = jax.nn.softplus(logit) - cont * logit

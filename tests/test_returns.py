@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssmrl.returns import GAEOutput, gae, lambda_returns, next_values_from
+from ssmrl.returns import GAEOutput, gae, lambda_returns, next_values_from, percentile_scale
 
 GAMMA, LAM = 0.9, 0.8
 
@@ -418,3 +418,20 @@ def test_lambda_returns_shape_mismatch_is_an_error():
     x = jnp.zeros((4, 2))
     with pytest.raises(ValueError, match="continues"):
         lambda_returns_jit(x, x, jnp.zeros((4,)), GAMMA, LAM)
+
+
+def test_percentile_scale_is_an_ema_of_numpy_percentiles():
+    rng = np.random.default_rng(3)
+    low = high = 0.0
+    jit_scale = jax.jit(percentile_scale, static_argnums=(3, 4, 5))
+    for step in range(4):
+        returns = rng.normal(0.0, 5.0 * (step + 1), (15, 8)).astype(np.float32)
+        out = jit_scale(returns, jnp.float32(low), jnp.float32(high), 10.0, 90.0, 0.9)
+        p10, p90 = np.percentile(returns.astype(np.float64), [10.0, 90.0])
+        low, high = 0.9 * low + 0.1 * p10, 0.9 * high + 0.1 * p90
+        np.testing.assert_allclose([out.low, out.high], [low, high], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out.scale, max(1.0, high - low), rtol=1e-4)
+        low, high = float(out.low), float(out.high)
+    # A small range (below 1) is left as it is: the scale is 1.
+    small = percentile_scale(jnp.linspace(0.0, 0.5, 20), jnp.float32(0.0), jnp.float32(0.4))
+    assert float(small.scale) == 1.0

@@ -25,6 +25,7 @@ from ssmrl.worldmodel import (
     symlog_bins,
     two_hot,
     two_hot_decode,
+    two_hot_nll,
     unimix_probs,
 )
 from ssmrl.xla import FAST_COMPILE
@@ -105,6 +106,19 @@ def test_two_hot_round_trip_on_symlog_bins():
     logits = f32(rng.normal(size=(3, 255)))
     np.testing.assert_allclose(
         decode_jit(logits, bins), softmax64(logits) @ np.asarray(bins, np.float64), atol=1e-4
+    )
+
+
+def test_two_hot_nll_against_numpy():
+    bins = f32([-1.0, 0.0, 1.0, 3.0])
+    x = f32([np.e - 1.0, 0.0, -5.0])  # symlog: 1 (bin 2), 0 (bin 1), below the first bin
+    logits = f32(rng.normal(size=(3, 4)))
+    log_p = np.log(softmax64(logits))
+    expected = [-log_p[0, 2], -log_p[1, 1], -log_p[2, 0]]
+    np.testing.assert_allclose(fast_jit(two_hot_nll)(logits, x, bins), expected, rtol=1e-5)
+    half = f32([np.expm1(2.0)])  # symlog 2: halfway between the bins 1 and 3
+    np.testing.assert_allclose(
+        two_hot_nll(logits[:1], half, bins), [-(log_p[0, 2] + log_p[0, 3]) / 2], rtol=1e-5
     )
 
 
