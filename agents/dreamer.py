@@ -105,6 +105,10 @@ class Config(Generic[CoreOptions]):
     """env steps per env in each update, before its gradient steps"""
     horizon: int = 15
     """imagination horizon"""
+    reward_scale: float = 1.0
+    """multiplies the env's rewards where the world model learns them (logged returns are
+    the env's): per-step rewards far below a reward bin's width (about 0.16 in symlog
+    space) give the reward head little to learn from"""
     gamma: float = 0.997
     """discount (DreamerV3's horizon of 333 steps)"""
     lam: float = 0.95
@@ -163,6 +167,8 @@ class Config(Generic[CoreOptions]):
         for name in ("lam", "ent_coef", "return_decay", "slow_critic_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:  # also False for NaN
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.reward_scale <= 1e6:
+            raise ValueError(f"reward_scale must lie in (0, 1e+06], got {self.reward_scale}")
         if not 0.0 <= self.slow_reg <= 1e6:
             raise ValueError(f"slow_reg must lie in [0, 1e+06], got {self.slow_reg}")
         if not 0.0 <= self.return_low < self.return_high <= 100.0:
@@ -421,7 +427,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             replay=replay.add(state.replay, row),
             env_state=_where(reset, state.env_state, env_state),
             obs=_where(reset, state.next_first, _where(done, final_obs, obs)),
-            reward=jnp.where(reset, 0.0, jnp.asarray(reward, jnp.float32)),
+            reward=jnp.where(reset, 0.0, cfg.reward_scale * jnp.asarray(reward, jnp.float32)),
             cont=jnp.where(reset, 1.0, 1.0 - terminated.astype(jnp.float32)),
             first=reset,
             last=done,

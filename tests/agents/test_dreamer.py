@@ -30,6 +30,7 @@ TINY = dreamer.Config(
     num_envs=2,
     num_steps=8,
     horizon=3,
+    reward_scale=2.0,
     total_timesteps=2 * 8 * 3,
 )
 GRAD_STEPS = 4  # per update: train_ratio 8 x 16 env steps / (4 x 8 replayed steps)
@@ -130,13 +131,15 @@ def test_one_update_continuous():
 
 
 def test_replay_holds_whole_truncated_episodes():
-    _, state, _ = _pendulum()
+    _, state, metrics = _pendulum()
     rows = state.replay.buffer.experience.step  # leaves [E, capacity, ...]
     first = np.asarray(rows.is_first[:, :8])
     np.testing.assert_array_equal(first, np.tile([1, 0, 0, 0], (2, 2)).astype(bool))
     np.testing.assert_array_equal(rows.cont[:, :8], 1.0)  # time limits are not terminal
     reward = np.asarray(rows.reward[:, :8])
     assert (reward[first] == 0).all() and (reward[~first] < 0).all()
+    # The replay holds rewards times reward_scale (2); logged returns are the env's.
+    np.testing.assert_allclose(reward.sum() / 4, 2.0 * metrics.mean_return, rtol=1e-5)
     assert (np.asarray(rows.prev_action)[:, 1:8][~first[:, 1:]] != 0).all()
 
 
@@ -180,6 +183,7 @@ def test_config_files_load(name):
         ({"return_low": 95.0}, "return_low and return_high"),
         ({"horizon": 0}, "horizon must be a whole number >= 1"),
         ({"latents": 0}, "latents must be >= 1"),
+        ({"reward_scale": 0.0}, "reward_scale must lie in (0, 1e+06]"),
     ],
 )
 def test_validate_names_the_setting(change, message):
