@@ -134,8 +134,8 @@ class Config(Generic[CoreOptions]):
     critic_optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=3e-5, max_grad_norm=100.0, adam_eps=1e-5)
     )
-    total_timesteps: int = 100_096
-    """env steps in all: a whole number of updates of num_envs x num_steps (782 here)"""
+    total_timesteps: int = 99_968
+    """env steps in all: a whole number of updates of num_envs x num_steps (781 here)"""
 
     @property
     def steps_per_update(self) -> int:

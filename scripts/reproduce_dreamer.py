@@ -3,13 +3,15 @@
     python scripts/reproduce_dreamer.py                              # both tasks, their cores
     python scripts/reproduce_dreamer.py --tasks cartpole --cores s5 --seeds 3
     python scripts/reproduce_dreamer.py --tasks repeat_previous --set replay.train_ratio=16
+    python scripts/reproduce_dreamer.py --tasks cartpole --summarise   # runs as they are
     python scripts/reproduce_dreamer.py --report docs/results/dreamer_cartpole.json
 
 Each task trains from its preset in ``configs/dreamer/`` with every core named (seeds
 vmapped) in ``OUT/runs/ENV-CORE``; rerunning with the same settings continues or
 reuses those runs. Per core and seed the script reads the run's metrics: the mean
 return of the last 20 episodes (`ssmrl.metrics.last_episodes_mean`) and the MMER (max
-over updates of the mean episodic return). ``OUT/TASK.json`` holds the settings, the
+over updates of the mean episodic return), both over the updates that end within the
+task's step budget (100k, 500k). ``OUT/TASK.json`` holds the settings, the
 figures, the curves and the checks (small enough to keep under ``docs/results/``, and
 what ``--report`` turns back into the markdown tables of ``docs/dreamer.md``);
 ``OUT/TASK.png`` draws the curves. ``--set KEY=VALUE`` overrides a preset setting with
@@ -46,28 +48,39 @@ class Task:
     preset: str
     cores: tuple[str, ...]
     seeds: int
+    max_steps: int  # the figures read the updates up to this many env steps per seed
 
 
-TASKS = {
-    "cartpole": Task("configs/dreamer/cartpole.yaml", ("s5", "gru"), 3),
-    "repeat_previous": Task("configs/dreamer/repeat_previous.yaml", ("s5", "mlp", "gru"), 1),
-}
 CARTPOLE_RETURN, CARTPOLE_STEPS, CARTPOLE_SEEDS = 400.0, 100_000, 2
 REPEAT_MMER, REPEAT_STEPS, REPEAT_ABOVE_MLP = 0.8, 500_000, 0.3
+TASKS = {
+    "cartpole": Task("configs/dreamer/cartpole.yaml", ("s5", "gru"), 3, CARTPOLE_STEPS),
+    "repeat_previous": Task(
+        "configs/dreamer/repeat_previous.yaml", ("s5", "mlp", "gru"), 1, REPEAT_STEPS
+    ),
+}
 
 
-def run_core(settings: experiment.Settings, core: str, out: Path) -> dict:
-    """Train (or continue) one core in ``OUT/runs/ENV-CORE``; its figures from the metrics."""
+def run_core(
+    settings: experiment.Settings, core: str, out: Path, max_steps: int, train: bool = True
+) -> dict:
+    """Train (or continue) one core in ``OUT/runs/ENV-CORE``; its figures from the metrics
+    of the updates that end within ``max_steps`` env steps (``train`` False: only those)."""
     resolved = experiment.with_core(settings, core)
     cfg = resolved.hparams
     print(f"\n{cfg.env} / {core}: {cfg.num_updates} updates x {settings.run.seeds} seeds")
     run_dir = out / "runs" / f"{cfg.env}-{core}"
     start = time.perf_counter()
-    try:
-        experiment.train(resolved, run_dir, resume=True, same_settings=True)
-    except ConfigError as e:
-        sys.exit(str(e))
-    records = read_metrics(run_dir / METRICS_FILE)
+    if train:
+        try:
+            experiment.train(resolved, run_dir, resume=True, same_settings=True)
+        except ConfigError as e:
+            sys.exit(str(e))
+    elif not (run_dir / METRICS_FILE).is_file():
+        sys.exit(f"{run_dir}: no {METRICS_FILE} to summarise")
+    records = [r for r in read_metrics(run_dir / METRICS_FILE) if r["env_steps"] <= max_steps]
+    if not records:
+        sys.exit(f"{run_dir}: no update ends within {max_steps:,} env steps")
     steps, returns = returns_matrix(records)
     return dict(
         core=core,
@@ -170,6 +183,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("results/dreamer"))
     parser.add_argument(
+        "--summarise",
+        action="store_true",
+        help="write the summaries of the runs in OUT/runs as they are, without training",
+    )
+    parser.add_argument(
         "--report", type=Path, nargs="+", help="print the tables of saved TASK.json files"
     )
     args = parser.parse_args()
@@ -193,7 +211,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, settings in loaded.items():
         cores = args.cores or TASKS[name].cores
-        results = {core: run_core(settings, core, args.out) for core in cores}
+        results = {
+            core: run_core(settings, core, args.out, TASKS[name].max_steps, not args.summarise)
+            for core in cores
+        }
         summary = {
             "task": name,
             "env": settings.hparams.env,

@@ -168,11 +168,11 @@ def test_other_cores_trace(core):
     assert metrics.wm_total.shape == ()
 
 
-@pytest.mark.parametrize("name", ["cartpole", "repeat_previous"])
-def test_config_files_load(name):
+@pytest.mark.parametrize("name,updates", [("cartpole", 781), ("repeat_previous", 782)])
+def test_config_files_load(name, updates):
     path = Path(__file__).parents[2] / "configs" / "dreamer" / f"{name}.yaml"
     settings = experiment.load_settings("dreamer", path)
-    assert settings.agent == "dreamer" and settings.hparams.num_updates == 782
+    assert settings.agent == "dreamer" and settings.hparams.num_updates == updates
 
 
 @pytest.mark.parametrize(
