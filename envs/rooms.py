@@ -42,22 +42,13 @@ neighbours. *Bouncing* along a stretch of the path walks to its end, back to its
 start, and so on. The scripted policy (`RoomsEnv.scripted_action`) steps towards the
 next cell of the task's walk (one cell per step, ``cell(t)`` at observation ``t``):
 
-=========  ==========================================  ====================================
-walk       context ``t <= C``                          query ``t > C``
-=========  ==========================================  ====================================
-recall     bounce along the whole path from its start  the context backwards:
-                                                       ``cell(t) = cell(|2C - t|)``
-teleport   as recall                                   step ``C + 1`` (its action: stay)
-                                                       puts the agent on a random path
-                                                       cell ``j``, a floor cell of a room
-                                                       other than the one it is in at
-                                                       ``t = C`` and visited in the
-                                                       context; then bounce along the
-                                                       path from ``j``
-distract   along the path to the start of the last     as the context
-           room's sweep, then bounce within that
-           sweep
-=========  ==========================================  ====================================
+- *recall*: the context bounces along the whole path from its start; the query walks
+  the context backwards, ``cell(t) = cell(|2C - t|)``.
+- *teleport*: the context as recall; query step ``C + 1`` (its action: stay) puts the
+  agent on a random path cell ``j``, a floor cell of a room other than the one it is in
+  at ``t = C`` and visited in the context; then it bounces along the path from ``j``.
+- *distract*: along the path to the start of the last room's sweep, then bouncing
+  within that sweep, in both phases.
 
 With ``C >= tour_steps`` (true for every default) the context visits every floor cell.
 The teleport's observation (``C + 1``) is random; a frame in the middle of a room can
@@ -69,18 +60,13 @@ the last step (``C + Q``) pays ``cue / (NUM_COLOURS - 1)`` in [0, 1], every othe
 step 0. The last room never shows room 0's cells, so predicting that reward takes
 remembering the cue across the whole episode.
 
-========================  =====  =======  ==========  =====  =====  =============
-task                      rooms  grid     tour_steps  C      Q      observations
-========================  =====  =======  ==========  =====  =====  =============
-``TwoRoomsRecall``        1x2    7x13     54          128    128    257
-``FourRoomsRecall``       2x2    13x13    118         128    128    257
-``TenRoomsRecall``        2x5    13x31    298         320    320    641
-``TwoRoomsTeleport``      1x2    7x13     54          128    128    257
-``TwoRoomsDistract``      1x2    7x13     54          128    128    257
-========================  =====  =======  ==========  =====  =====  =============
-
-`dataset` rolls out the scripted policy in many episodes at once (``jax.vmap`` over
-episodes, ``jax.lax.scan`` over time) into time-major `RoomsData`.
+| task               | rooms | grid  | tour_steps | C   | Q   | observations |
+|--------------------|-------|-------|------------|-----|-----|--------------|
+| ``TwoRoomsRecall``   | 1x2   | 7x13  | 54         | 128 | 128 | 257          |
+| ``FourRoomsRecall``  | 2x2   | 13x13 | 118        | 128 | 128 | 257          |
+| ``TenRoomsRecall``   | 2x5   | 13x31 | 298        | 320 | 320 | 641          |
+| ``TwoRoomsTeleport`` | 1x2   | 7x13  | 54         | 128 | 128 | 257          |
+| ``TwoRoomsDistract`` | 1x2   | 7x13  | 54         | 128 | 128 | 257          |
 """
 
 from __future__ import annotations
