@@ -384,6 +384,28 @@ def rollout(env: RoomsEnv, params: RoomsParams, episodes: int, key: jax.Array) -
     return RoomsData(*jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), rows, last))
 
 
+def seen_in_context(position: jax.Array, context_steps: int) -> jax.Array:
+    """Which cells of each observation's window were inside a window of the context.
+
+    A window cell counts as seen at step ``t`` if its grid cell lay in the 3x3 window of
+    some context observation ``0 .. C``. (A wall cell shows the wall colour of the room
+    the agent stands in, so a wall seen from the other room may look different.)
+
+    | arg      | shape          | meaning                                  |
+    |----------|----------------|------------------------------------------|
+    | position | [T, N, 2] int  | the agent's grid cell per observation    |
+    | result   | [T, N, 9] bool | per window cell (row-major, as the obs)  |
+    """
+    offsets = jnp.stack(jnp.meshgrid(jnp.arange(-1, 2), jnp.arange(-1, 2), indexing="ij"), -1)
+    cells = position[:, :, None, :] + offsets.reshape(1, 1, WINDOW * WINDOW, 2)  # [T, N, 9, 2]
+
+    def one_episode(cells):  # [T, 9, 2]
+        context = cells[: context_steps + 1].reshape(-1, 1, 2)  # [C' * 9, 1, 2]
+        return jnp.any(jnp.all(cells.reshape(1, -1, 2) == context, -1), 0).reshape(cells.shape[:2])
+
+    return jax.vmap(one_episode, 1, 1)(cells)
+
+
 def dataset(name: str, episodes: int, key: jax.Array, **param_overrides: Any) -> RoomsData:
     """Roll out the scripted policy of task ``name`` in ``episodes`` episodes.
 

@@ -291,3 +291,24 @@ def test_jit_vmap_step_auto_resets_after_the_last_query_step():
     np.testing.assert_array_equal(obs[-1], jax.vmap(env.get_obs)(state))
     np.testing.assert_array_equal(obs[:-1], final_obs[:-1])
     assert not np.array_equal(final_obs[-1], obs[-1])
+
+
+def test_seen_in_context_marks_window_cells_a_context_window_covered():
+    # One episode on a line: context positions (1, 1), (1, 2) (C = 1), then (1, 3), (4, 4).
+    position = np.array([[[1, 1]], [[1, 2]], [[1, 3]], [[4, 4]]], np.int32)
+    seen = np.asarray(rooms.seen_in_context(jnp.asarray(position), 1))
+    assert seen.shape == (4, 1, 9)
+    assert seen[:2].all()  # the context's own windows
+    # At (1, 3) the window spans columns 2-4: columns 2 and 3 were seen, column 4 not.
+    np.testing.assert_array_equal(seen[2, 0].reshape(3, 3), [[1, 1, 0]] * 3)
+    # At (4, 4) the window rows 3-5 never met the context's rows 0-2.
+    assert not seen[3].any()
+
+
+def test_seen_in_context_on_a_recall_dataset():
+    data = _data("TwoRoomsRecall")
+    seen = np.asarray(rooms.seen_in_context(jnp.asarray(data.position), 128))
+    # The query walks the context backwards, so every query window was seen.
+    assert seen.all()
+    short = np.asarray(rooms.seen_in_context(jnp.asarray(data.position), 10))
+    assert short[:11].all() and not short[11:].all()
