@@ -119,6 +119,56 @@ def horizon_errors(
     )
 
 
+class HorizonReport(NamedTuple):
+    """Errors at chosen imagination horizons (``h`` is step ``h - 1`` of the rollout) of
+    the model and of the two baselines; every field of the errors is ``[len(horizons)]``."""
+
+    horizons: tuple[int, ...]
+    model: HorizonErrors
+    copy_last: HorizonErrors
+    marginal: HorizonErrors
+
+
+def horizon_report(
+    pred: jax.Array,
+    target: jax.Array,
+    last_context: jax.Array,
+    frequencies: jax.Array,
+    classes: int,
+    horizons: tuple[int, ...],
+    seen: jax.Array | None = None,
+    reward_pred: jax.Array | None = None,
+    reward: jax.Array | None = None,
+) -> HorizonReport:
+    """The model's errors beside copy-last-frame and the marginal, at ``horizons``.
+
+    | arg          | shape                  | meaning                                  |
+    |--------------|------------------------|------------------------------------------|
+    | pred, target | [H, N, O]              | imagined and true observations C .. C+H-1 |
+    | last_context | [N, O]                 | observation C - 1 (copy-last's guess)    |
+    | frequencies  | [O]                    | `marginal` of a dataset                  |
+    | seen         | [H, N, cells]          | optional, as in `horizon_errors`         |
+    | reward_pred, reward | [H, N]          | optional; the baselines get no reward    |
+
+    Horizons are whole numbers in ``1 .. H``.
+    """
+    steps = pred.shape[0]
+    if not horizons or any(not 1 <= h <= steps for h in horizons):
+        raise ValueError(f"horizons must lie in 1..{steps}, got {list(horizons)}")
+    rows = jnp.asarray([h - 1 for h in horizons])
+
+    def at(errors: HorizonErrors) -> HorizonErrors:
+        return jax.tree.map(lambda x: x[rows], errors)
+
+    flat = jnp.broadcast_to(frequencies, target.shape)
+    return HorizonReport(
+        tuple(horizons),
+        at(horizon_errors(pred, target, classes, seen, reward_pred, reward)),
+        at(horizon_errors(copy_last(last_context, steps), target, classes, seen)),
+        at(horizon_errors(flat, target, classes, seen)),
+    )
+
+
 def marginal(obs: jax.Array) -> jax.Array:
     """The per-entry mean of a dataset's observations ``[..., O] -> [O]``: for one-hot cells,
     each cell's class frequencies (the marginal predictor)."""

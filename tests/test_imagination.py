@@ -13,6 +13,7 @@ from ssmrl.imagination import (
     cell_correct,
     copy_last,
     horizon_errors,
+    horizon_report,
     marginal,
     open_loop_predictions,
 )
@@ -97,6 +98,24 @@ def test_marginal_is_the_class_frequency_of_each_cell():
     np.testing.assert_allclose(freq, [0.75, 0.25, 0.0, 0.0, 0.25, 0.75])
     pred = jnp.broadcast_to(freq, (2, 2, 6))
     np.testing.assert_allclose(horizon_errors(pred, one_hot_cells(frames, 3), 3).accuracy, 0.75)
+
+
+def test_horizon_report_picks_rows_and_scores_the_baselines():
+    h, n, cells, k = 6, 4, 3, 3
+    target = one_hot_cells(rng.integers(0, k, (h, n, cells)), k)
+    pred = rng.normal(size=target.shape).astype(np.float32)
+    last = one_hot_cells(rng.integers(0, k, (n, cells)), k)
+    freq = marginal(target)
+    out = horizon_report(pred, target, last, freq, k, (1, 4, 6))
+    full = horizon_errors(pred, target, k)
+    np.testing.assert_allclose(out.model.accuracy, full.accuracy[np.array([0, 3, 5])])
+    copy = horizon_errors(copy_last(last, h), target, k)
+    np.testing.assert_allclose(out.copy_last.mse, copy.mse[np.array([0, 3, 5])])
+    flat = horizon_errors(np.broadcast_to(freq, target.shape), target, k)
+    np.testing.assert_allclose(out.marginal.accuracy, flat.accuracy[np.array([0, 3, 5])])
+    assert out.horizons == (1, 4, 6) and np.isnan(out.copy_last.reward_accuracy).all()
+    with pytest.raises(ValueError, match="horizons must lie in 1..6"):
+        horizon_report(pred, target, last, freq, k, (0, 7))
 
 
 T, N, OBS, A = 7, 2, 6, 3
