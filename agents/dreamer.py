@@ -23,7 +23,8 @@ update runs the gradient steps the train ratio owes (`ssmrl.replay.updates_due`;
 owed for the steps before that). Each: the world-model loss on a replayed batch;
 imagination of ``horizon`` steps with the actor from every replayed posterior state;
 λ-returns over imagined rewards and continues; returns normalised by an EMA of their
-5th-95th percentile range (at least 1); the actor trained by REINFORCE with an entropy
+5th-95th percentile range (at least 1); imagined continue probabilities rounded to flags
+(`imagined_targets`); the actor trained by REINFORCE with an entropy
 bonus; the critic (two-hot symlog bins) trained toward the λ-returns and toward a slow
 (EMA) copy of itself. Gradients do not flow from actor or critic into the world model.
 
@@ -286,6 +287,37 @@ class Episodes(NamedTuple):
     returns: jax.Array
 
 
+def imagined_targets(
+    reward: jax.Array,
+    cont_prob: jax.Array,
+    start_cont: jax.Array,
+    values: jax.Array,
+    gamma: float,
+    lam: float,
+) -> tuple[jax.Array, jax.Array]:
+    """λ-returns of imagined rollouts and the weight of each imagined state, as DreamerV3.
+
+    The continue head's probability is rounded to a flag (``p > 0.5``), so a state the
+    model expects to be terminal cuts the return there instead of passing on part of
+    the value beyond it; the start states' flags are the replayed ones (0 for padding).
+    ``weight[t] = prod_{i <= t} (gamma * cont[i]) / gamma`` is the discounted chance that
+    state ``t`` is reached at all.
+
+    | arg        | shape      | meaning                                          |
+    |------------|------------|--------------------------------------------------|
+    | reward     | [H + 1, N] | predicted reward of reaching state t (t >= 1)    |
+    | cont_prob  | [H + 1, N] | predicted P(state t is not terminal) (t >= 1)    |
+    | start_cont | [N]        | the start states' continue flags                 |
+    | values     | [H + 1, N] | the critic's value of state t                    |
+    | returns    | [H, N]     | the λ-return targets for values[:-1]             |
+    | weight     | [H, N]     | loss weights of states 0 .. H - 1                |
+    """
+    cont = jnp.concatenate([start_cont[None], (cont_prob[1:] > 0.5).astype(values.dtype)], 0)
+    weight = jnp.cumprod(gamma * cont, 0) / gamma
+    returns = lambda_returns(reward[1:], values[1:], cont[1:], gamma, lam)
+    return returns, weight[:-1]
+
+
 def _where(flag: jax.Array, a: Any, b: Any) -> Any:
     """``a`` where ``flag [E]`` else ``b``, leaf by leaf (leaves ``[E, ...]``)."""
 
@@ -458,11 +490,10 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
 
         img = model.apply(wm_params, policy, start, cfg.horizon, key_img, method="imagine")
         pred = model.apply(wm_params, img.features, method="predict")
-        cont = pred.cont.at[0].set(flatten_time(batch.cont * valid))  # [H + 1, N]
-        # weight[t]: the discounted probability that imagined state t is reached at all.
-        weight = jnp.cumprod(cfg.gamma * cont, 0) / cfg.gamma
         values = value(learner.critic.params, img.features)
-        returns = lambda_returns(pred.reward[1:], values[1:], cont[1:], cfg.gamma, cfg.lam)
+        returns, weight = imagined_targets(
+            pred.reward, pred.cont, flatten_time(batch.cont * valid), values, cfg.gamma, cfg.lam
+        )
         norm = percentile_scale(
             returns,
             learner.return_low,
@@ -472,7 +503,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             cfg.return_decay,
         )
         advantage = (returns - values[:-1]) / norm.scale
-        features, w = img.features[:-1], weight[:-1]
+        features, w = img.features[:-1], weight
         slow_values = value(learner.slow_critic, features)
 
         def actor_loss(params):
