@@ -48,7 +48,7 @@ from flax.training.train_state import TrainState
 from gymnax.environments import spaces
 
 from ssmrl import cores, replay
-from ssmrl.agent import Agent
+from ssmrl.agent import Agent, WorldModelView
 from ssmrl.config import OptimConfig, check_whole_updates
 from ssmrl.nets import MLP, PolicyHead
 from ssmrl.replay import ReplayConfig
@@ -577,6 +577,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         steps_per_update=cfg.steps_per_update,
         wrappers=WRAPPERS,
         memory_bytes=memory_estimate(cfg, env, env_params),
+        world_model=WorldModelView(model, lambda state: state.learner.wm.params, act_dim),
     )
 
 

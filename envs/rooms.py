@@ -239,6 +239,24 @@ class RoomsEnv(environment.Environment[RoomsState, RoomsParams]):
     def action_space(self, params: RoomsParams | None = None) -> spaces.Discrete:
         return spaces.Discrete(len(MOVES))
 
+    cell_classes = NUM_COLOURS
+    """observations are one-hot cells of this many classes (the imagination tool's accuracy)"""
+
+    @property
+    def has_reward(self) -> bool:
+        """Whether the task pays rewards worth predicting (only the distract walk does)."""
+        return self.walk == "distract"
+
+    def scripted_episodes(self, key: jax.Array, params: RoomsParams, episodes: int) -> RoomsData:
+        """`rollout` of the scripted policy: whole episodes, time-major, each ending in its
+        terminal observation (what the offline world-model trainer and ``ssmrl imagine`` read)."""
+        return rollout(self, params, episodes, key)
+
+    def seen_in_context(self, data: RoomsData, context: int) -> jax.Array:
+        """`seen_in_context` of ``data`` when observations ``0 .. context - 1`` were the
+        context: ``[T, N, 9]`` bool."""
+        return seen_in_context(data.position, context - 1)
+
     def teleport_cells(self, params: RoomsParams) -> np.ndarray:
         """``[L]`` bool: the path cells a teleport may go to (see the module docstring)."""
         seen = np.arange(len(self.path)) <= min(params.context_steps, self.tour_steps)

@@ -18,6 +18,8 @@ function in the `Agent` is pure and works on ONE seed; the driver vmaps over see
 | ``wrappers``       | the wrapper names its env was built with         |
 | ``memory_bytes``   | int: rough device memory one update needs beyond |
 |                    | the state (rollouts, activations), one seed      |
+| ``headline``       | the metric the driver plots and shows            |
+| ``world_model``    | `WorldModelView` of an agent that has one, else None |
 
 | array    | shape (one seed) |
 |----------|------------------|
@@ -27,8 +29,10 @@ function in the `Agent` is pure and works on ONE seed; the driver vmaps over see
 | reset    | ``[E]`` bool     |
 | action   | ``[E]`` (discrete) or ``[E, A]`` |
 
-``metrics`` holds scalars and includes ``mean_return``: the mean return of the episodes
-that ended during the update (NaN if none). ``reset[e]`` True means ``obs[e]`` starts a
+``metrics`` holds scalars and includes ``headline``, by default ``mean_return``: the mean
+return of the episodes that ended during the update (NaN if none). An agent without a
+policy (the offline world-model trainer) names another headline (a loss) and has
+``act = None``; ``ssmrl eval`` refuses it. ``reset[e]`` True means ``obs[e]`` starts a
 new episode (the memory is cleared before it is read); ``greedy`` (a Python bool) picks
 the most likely action instead of sampling. The driver refuses a run whose state plus
 ``memory_bytes`` per seed clearly exceeds the device's memory, before compiling.
@@ -40,15 +44,27 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 
+class WorldModelView(NamedTuple):
+    """How tools reach an agent's world model (`ssmrl.worldmodel.WorldModel`):
+    ``params(state)`` gives its parameters from one seed's state, ``action_size`` is the
+    width ``A`` of the actions it reads (one-hot for discrete actions)."""
+
+    model: Any
+    params: Callable[[Any], Any]
+    action_size: int
+
+
 class Agent(NamedTuple):
     """One agent on one environment, as pure functions of one seed (see the module table)."""
 
     init: Callable[[Any], Any]
     update: Callable[[Any], tuple[Any, Any]]
-    act: Callable[..., tuple[Any, Any]]
-    initial_carry: Callable[[int], Any]
-    policy_params: Callable[[Any], Any]
+    act: Callable[..., tuple[Any, Any]] | None
+    initial_carry: Callable[[int], Any] | None
+    policy_params: Callable[[Any], Any] | None
     num_updates: int
     steps_per_update: int
     wrappers: tuple[str, ...]
     memory_bytes: int = 0
+    headline: str = "mean_return"
+    world_model: WorldModelView | None = None

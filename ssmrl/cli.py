@@ -161,12 +161,14 @@ def train(args: Sequence[str]) -> int:
     except KeyboardInterrupt:
         return 130
     seeds = parsed.run.seeds
-    print(
-        f"MMER {summary.mmer:.4f} (max over updates of the mean episodic return, "
-        f"mean over {seeds} seed{'s' if seeds > 1 else ''})"
-    )
+    over = f"mean over {seeds} seed{'s' if seeds > 1 else ''}"
+    if summary.headline == "mean_return":
+        print(f"MMER {summary.mmer:.4f} (max over updates of the mean episodic return, {over})")
+    else:
+        print(f"final {summary.headline} {summary.final:.4f} ({over})")
     print(f"learning curve: {summary.plot}")
-    print(f"evaluate with: ssmrl eval {shlex.quote(str(run_dir))}")
+    command = "eval" if summary.headline == "mean_return" else "imagine"
+    print(f"evaluate with: ssmrl {command} {shlex.quote(str(run_dir))}")
     return 0
 
 
@@ -179,6 +181,11 @@ def evaluate(args: Sequence[str]) -> int:
         if ev.trial_episodes is not None and ev.trial_episodes < 1:
             raise ConfigError(f"trial_episodes must be >= 1, got {ev.trial_episodes}")
         run = experiment.restore(ev.run_dir)
+        if run.built.agent.act is None:
+            raise ConfigError(
+                f"{ev.run_dir}: a {run.settings.agent} run has no policy to run episodes "
+                f"with; measure its imagination with: ssmrl imagine {shlex.quote(str(ev.run_dir))}"
+            )
     except ConfigError as e:
         fail(str(e))
 

@@ -9,7 +9,8 @@ print(summary.mmer, summary.plot)
 The driver knows agents only through the `ssmrl.agent.Agent` contract: ``init(key) ->
 runner`` and ``update(runner) -> (runner, metrics)``, where ``metrics`` is a NamedTuple
 (or dict) of scalars with a ``mean_return`` entry (NaN when no episode ended in that
-update), with ``num_updates`` and ``steps_per_update``. Seeds are vmapped;
+update), or the agent's other ``headline`` metric, with ``num_updates`` and
+``steps_per_update``. Seeds are vmapped;
 ``chunk`` updates run as one jitted ``lax.scan``, and between chunks the driver writes
 ``metrics.jsonl`` (one line per update), updates the progress bar, checkpoints, and
 redraws ``learning_curve.png``. Continuing a run from its last checkpoint gives the
@@ -100,7 +101,8 @@ class Summary(NamedTuple):
     updates: int
     env_steps: int
     mmer: float  # POPGym's max-mean episodic return over the whole run, mean over seeds
-    final_return: float  # mean over seeds of the last mean episodic return logged
+    final: float  # mean over seeds of the last (finite) headline metric logged
+    headline: str  # the agent's headline metric: mean_return, or e.g. a loss
     plot: Path | None
     checkpoint: Path | None
     state: Any  # the final runner state, leading axis = seeds
@@ -152,7 +154,7 @@ class _Rate(ProgressColumn):
         return Text(f"{speed:,.0f} steps/s" if speed else "- steps/s", style="progress.data.speed")
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, label: str) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -160,7 +162,7 @@ def _progress(console: Console) -> Progress:
             "{task.completed:,.0f}/{task.total:,.0f} steps", table_column=Column(no_wrap=True)
         ),
         _Rate(table_column=Column(no_wrap=True)),
-        TextColumn("return {task.fields[ret]}", table_column=Column(no_wrap=True)),
+        TextColumn(f"{label} {{task.fields[ret]}}", table_column=Column(no_wrap=True)),
         TimeRemainingColumn(),
         console=console,
     )
@@ -204,20 +206,25 @@ def _format(x: float | None) -> str:
 
 
 def _records(
-    metrics: Mapping[str, np.ndarray], rows: int, done: int, steps_per_update: int, wall_s: float
+    metrics: Mapping[str, np.ndarray],
+    rows: int,
+    done: int,
+    steps_per_update: int,
+    wall_s: float,
+    headline: str = "mean_return",
 ) -> list[dict[str, Any]]:
-    """One log record per update of a chunk: mean return (and, where the agent counts them,
-    ended episodes) per seed, other metrics seed-averaged."""
+    """One log record per update of a chunk: the headline metric (and, where the agent
+    counts them, ended episodes) per seed, other metrics seed-averaged."""
     out = []
     for j in range(rows):
         update = done + j + 1
-        per_seed = metrics["mean_return"][j].reshape(-1)
+        per_seed = metrics[headline][j].reshape(-1)
         record = {
             "update": update,
             "env_steps": update * steps_per_update,
-            "mean_return": float(nanmean(per_seed)),
-            "mean_return_per_seed": per_seed,
-            **{k: float(np.mean(v[j])) for k, v in metrics.items() if k != "mean_return"},
+            headline: float(nanmean(per_seed)),
+            f"{headline}_per_seed": per_seed,
+            **{k: float(np.mean(v[j])) for k, v in metrics.items() if k != headline},
         }
         if "episodes" in metrics:
             record["episodes_per_seed"] = metrics["episodes"][j].reshape(-1)
@@ -228,16 +235,17 @@ def _records(
 class _Log:
     """Where a run's metrics go: metrics.jsonl, the learning curve, TensorBoard."""
 
-    def __init__(self, run_dir: Path, run: RunConfig, done: int, console: Console):
+    def __init__(self, run_dir: Path, run: RunConfig, done: int, console: Console, headline: str):
         self.path, self.plot_path, self.name = (
             run_dir / METRICS_FILE,
             run_dir / PLOT_FILE,
             run_dir.name,
         )
+        self.headline = headline
         records = truncate(self.path, done)
-        steps, returns = returns_matrix(records) if records else ([], np.zeros((0, run.seeds)))
-        self.steps, self.returns = list(steps), list(returns)
-        finite = [r["mean_return"] for r in records if r["mean_return"] is not None]
+        steps, values = returns_matrix(records, headline) if records else ([], [])
+        self.steps, self.returns = list(steps), list(values)
+        finite = [r[headline] for r in records if r[headline] is not None]
         self.last_return = finite[-1] if finite else None
         self.writer = MetricsWriter(self.path)
         self.tb = _tensorboard(run_dir / "tensorboard", console) if run.tensorboard else None
@@ -246,17 +254,18 @@ class _Log:
         for record in records:
             self.writer.write(record)
             self.steps.append(record["env_steps"])
-            self.returns.append(record["mean_return_per_seed"])
+            self.returns.append(record[f"{self.headline}_per_seed"])
             if self.tb is not None:
                 for k, v in record.items():
                     if isinstance(v, float) and math.isfinite(v):
                         self.tb.add_scalar(f"train/{k}", v, record["env_steps"])
-            if math.isfinite(record["mean_return"]):
-                self.last_return = record["mean_return"]
+            if math.isfinite(record[self.headline]):
+                self.last_return = record[self.headline]
 
     def plot(self) -> None:
         if self.steps:
-            plot_learning_curve(self.steps, self.returns, self.plot_path, self.name)
+            label = "mean episodic return" if self.headline == "mean_return" else self.headline
+            plot_learning_curve(self.steps, self.returns, self.plot_path, self.name, label)
 
     def close(self) -> None:
         self.writer.close()
@@ -400,8 +409,8 @@ def train(
     """Train ``run.seeds`` seeds of ``agent`` for ``agent.num_updates`` updates into ``run_dir``.
 
     Args:
-        agent: an `ssmrl.agent.Agent`; only ``init``, ``update``, ``num_updates`` and
-            ``steps_per_update`` are used here.
+        agent: an `ssmrl.agent.Agent`; only ``init``, ``update``, ``num_updates``,
+            ``steps_per_update``, ``memory_bytes`` and ``headline`` are used here.
         run_dir: created if needed; ``config`` (the resolved config) is written there
             as ``config.yaml`` when the run starts.
         resume: continue from the newest readable checkpoint in ``run_dir`` (newer,
@@ -459,7 +468,9 @@ def train(
     fresh = done == 0
     if fresh and config is not None:
         configfile.write_yaml(config, run_dir / CONFIG_FILE)
-    log = _Log(run_dir, run, done, console)
+    headline = agent.headline
+    label = "return" if headline == "mean_return" else headline
+    log = _Log(run_dir, run, done, console, headline)
 
     def save(update: int) -> Path:
         if ckpt.latest != update:
@@ -467,7 +478,7 @@ def train(
         log.plot()
         return ckpt.directory / str(update)
 
-    progress = _progress(console)
+    progress = _progress(console, label)
     task = progress.add_task(
         "compiling" if done < num_updates else "done",
         total=num_updates * steps_per_update,
@@ -481,9 +492,9 @@ def train(
                 new_runner, metrics = run_chunk(runner, jnp.int32(done))
                 metrics = _chunk_metrics(metrics, done, chunk, num_updates)
                 bad = _first_non_finite(metrics)
-                rows = len(metrics["mean_return"]) if bad is None else bad[0] + 1
+                rows = len(metrics[headline]) if bad is None else bad[0] + 1
                 wall_s = time.perf_counter() - start_time
-                log.write(_records(metrics, rows, done, steps_per_update, wall_s))
+                log.write(_records(metrics, rows, done, steps_per_update, wall_s, headline))
                 if bad is not None:
                     log.plot()
                     raise _non_finite(metrics, bad, done, ckpt)
@@ -502,7 +513,7 @@ def train(
                         rate /= max(time.perf_counter() - start_time, 1e-9)
                         console.print(
                             f"update {done}/{num_updates}  {done * steps_per_update:,} steps  "
-                            f"return {_format(log.last_return)}  {rate:,.0f} steps/s"
+                            f"{label} {_format(log.last_return)}  {rate:,.0f} steps/s"
                         )
                 if on_chunk is not None:
                     on_chunk(done, runner)
@@ -532,13 +543,15 @@ def train(
             f"{'s' if run.seeds > 1 else ''}) in {elapsed:.1f} s: "
             f"{steps / max(elapsed, 1e-9):,.0f} env steps/s over all seeds, compilation included"
         )
-    score = mmer(np.array(log.returns)) if log.returns else math.nan
+    episodic = headline == "mean_return" and log.returns
+    score = mmer(np.array(log.returns)) if episodic else math.nan
     return Summary(
         run_dir=run_dir,
         updates=done,
         env_steps=done * steps_per_update,
         mmer=score,
-        final_return=float(log.last_return) if log.last_return is not None else math.nan,
+        final=float(log.last_return) if log.last_return is not None else math.nan,
+        headline=headline,
         plot=log.plot_path if log.plot_path.exists() else None,
         checkpoint=checkpoint,
         state=runner,

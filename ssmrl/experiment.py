@@ -40,6 +40,9 @@ class AgentSpec(NamedTuple):
 AGENTS = {
     "ppo": AgentSpec("ssmrl.agents.ppo", "recurrent PPO; policy and value share a core"),
     "dreamer": AgentSpec("ssmrl.agents.dreamer", "DreamerV3-style world model on any core"),
+    "worldmodel": AgentSpec(
+        "ssmrl.agents.worldmodel", "world model alone, on a task's scripted episodes"
+    ),
 }
 
 C = TypeVar("C")
@@ -145,11 +148,15 @@ def read_run_settings(run_dir: Path) -> Settings:
 
 
 def check_env(settings: Settings) -> None:
-    """`ConfigError` for an unknown env name or a missing optional extra."""
+    """`ConfigError` for an unknown env name, a missing optional extra, or an env the
+    agent cannot train on (its module's ``check_env``)."""
     from ssmrl import envs
 
+    module = agent_module(settings.agent)
     try:
-        envs.make(settings.hparams.env)
+        env, env_params = envs.make_for_agent(settings.hparams.env, module.WRAPPERS)
+        if hasattr(module, "check_env"):
+            module.check_env(env, env_params)
     except ValueError as e:
         raise ConfigError(f"env: {e}") from None
 

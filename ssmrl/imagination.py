@@ -30,6 +30,55 @@ import jax.numpy as jnp
 from ssmrl.worldmodel import Prediction, WorldModel
 
 
+class Sequences(NamedTuple):
+    """World-model inputs of whole episodes (`WorldModel.loss`'s layout), time-major.
+
+    | field       | shape     | meaning                                              |
+    |-------------|-----------|------------------------------------------------------|
+    | obs         | [T, N, O] | o_t                                                  |
+    | prev_action | [T, N, A] | a_{t-1}, one-hot if discrete; zero where is_first    |
+    | reward      | [T, N]    | r_t, the reward that came with o_t                   |
+    | cont        | [T, N]    | 0 on an episode's last row (terminal), else 1        |
+    | is_first    | [T, N]    | o_t starts an episode                                |
+    """
+
+    obs: jax.Array
+    prev_action: jax.Array
+    reward: jax.Array
+    cont: jax.Array
+    is_first: jax.Array
+
+
+def episode_inputs(
+    obs: jax.Array,
+    action: jax.Array,
+    reward: jax.Array,
+    is_first: jax.Array,
+    action_size: int | None = None,
+) -> Sequences:
+    """`Sequences` from rows of whole episodes that each end in a terminal observation.
+
+    ``action[t]`` is the action taken after ``obs[t]`` (``[T, N]`` int, one-hot encoded to
+    ``action_size`` classes, or ``[T, N, A]`` float); it becomes ``prev_action[t + 1]``.
+    An episode's last row is the row before the next ``is_first`` or the last row.
+    """
+    if action.ndim == 2:
+        if action_size is None:
+            raise ValueError("integer actions need action_size")
+        action = jax.nn.one_hot(action, action_size)
+    action = action.astype(jnp.float32)
+    shifted = jnp.concatenate([jnp.zeros_like(action[:1]), action[:-1]])
+    prev_action = jnp.where(is_first[..., None], 0.0, shifted)
+    last = jnp.concatenate([is_first[1:], jnp.ones_like(is_first[:1])])
+    return Sequences(
+        obs.astype(jnp.float32),
+        prev_action,
+        reward.astype(jnp.float32),
+        1.0 - last.astype(jnp.float32),
+        is_first.astype(bool),
+    )
+
+
 class HorizonErrors(NamedTuple):
     """Errors per imagination step ``[H]``; NaN where a split has no cells.
 

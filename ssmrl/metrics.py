@@ -103,10 +103,13 @@ def truncate(path: str | os.PathLike, last_update: int) -> list[dict[str, Any]]:
     return records
 
 
-def returns_matrix(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(env_steps [U], mean_return [U, S])`` from metrics records (null -> NaN)."""
+def returns_matrix(
+    records: Sequence[Mapping[str, Any]], key: str = "mean_return"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(env_steps [U], values [U, S])`` of metric ``key`` per seed (``KEY_per_seed``)
+    from metrics records (null -> NaN)."""
     steps = np.array([r["env_steps"] for r in records], np.int64)
-    rows = [[math.nan if v is None else v for v in r["mean_return_per_seed"]] for r in records]
+    rows = [[math.nan if v is None else v for v in r[f"{key}_per_seed"]] for r in records]
     return steps, np.array(rows, np.float64).reshape(len(records), -1)
 
 
@@ -146,9 +149,14 @@ def last_episodes_mean(records: Sequence[Mapping[str, Any]], n: int = 20) -> np.
 
 
 def plot_learning_curve(
-    env_steps: Any, mean_returns: Any, path: str | os.PathLike, title: str = ""
+    env_steps: Any,
+    mean_returns: Any,
+    path: str | os.PathLike,
+    title: str = "",
+    ylabel: str = "mean episodic return",
 ) -> Path:
-    """Save mean episodic return against env steps: each seed faint, their mean bold."""
+    """Save mean episodic return (or another metric, ``ylabel``) against env steps: each
+    seed faint, their mean bold."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -165,7 +173,7 @@ def plot_learning_curve(
     label = f"mean of {returns.shape[1]} seeds" if returns.shape[1] > 1 else None
     ax.plot(steps[ok], mean[ok], color="C0", linewidth=2.2, label=label)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("mean episodic return")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)

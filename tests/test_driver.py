@@ -211,7 +211,7 @@ def test_last_chunk_may_be_short_and_mmer_ignores_updates_without_episodes(tmp_p
     summary = driver.train(agent, run_dir=tmp_path, run=run, console=_console())
     assert np.asarray(summary.state["count"]).tolist() == [7, 7, 7]
     assert summary.env_steps == 35 and summary.mmer == pytest.approx(0.6)
-    assert summary.final_return == pytest.approx(0.6)
+    assert summary.final == pytest.approx(0.6) and summary.headline == "mean_return"
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
         assert _kept(ckpt) == [7]
     records = read_metrics(tmp_path / "metrics.jsonl")

@@ -1,0 +1,188 @@
+"""Offline world-model training on scripted episodes: ``ssmrl train worldmodel``.
+
+```python
+env, env_params = ssmrl.envs.make_for_agent("TwoRoomsRecall", worldmodel.WRAPPERS)
+trainer = ssmrl.agents.worldmodel.make_agent(Config(), env, env_params)  # an `ssmrl.agent.Agent`
+state = jax.jit(trainer.init)(key)
+state, metrics = jax.jit(trainer.update)(state)   # fresh episodes, one gradient step
+```
+
+Only the world model (`ssmrl.worldmodel.WorldModel`, the module Dreamer trains) learns
+here; there is no policy. Every update rolls out ``batch_size`` fresh episodes of the
+env's scripted policy (``env.scripted_episodes``, which the memory-rooms tasks have),
+whole and time-major, and takes one gradient step of the world-model loss over them,
+the backbone running as one sequence call per episode. Fresh episodes each update
+mean the model never sees an episode twice, so its training loss is also its loss on
+unseen episodes. The data depend only on the seed's key: a resumed run draws the same
+episodes as one that never stopped.
+
+Through the agent contract the driver logs the losses (headline ``wm_total``) and
+checkpoints the parameters; ``act`` is None, so ``ssmrl eval`` points to
+``ssmrl imagine``, which reads the model through ``Agent.world_model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training.train_state import TrainState
+from gymnax.environments import spaces
+
+from ssmrl import cores
+from ssmrl.agent import Agent, WorldModelView
+from ssmrl.config import OptimConfig
+from ssmrl.imagination import episode_inputs
+from ssmrl.worldmodel import WorldModel, WorldModelConfig
+
+WRAPPERS = ()
+"""No wrappers: the trainer calls the env's own ``scripted_episodes``."""
+
+CoreOptions = TypeVar("CoreOptions")
+
+
+@dataclass(frozen=True)
+class Config(Generic[CoreOptions]):
+    """Offline world-model hyperparameters; ``env`` names a task with scripted episodes."""
+
+    env: str = "TwoRoomsRecall"
+    """a task with a scripted policy (the memory-rooms tasks: `ssmrl envs`)"""
+    core: CoreOptions = field(
+        default_factory=lambda: cores.S5Options(features=128, num_layers=2, state_size=64)
+    )
+    """the world model's backbone options (``--core NAME`` picks the core)"""
+    latents: int = 16
+    """categorical latent groups"""
+    classes: int = 16
+    """classes per latent group"""
+    hidden: int = 256
+    """width of the encoder's, prior's and heads' hidden layers"""
+    depth: int = 2
+    """hidden layers of the encoder, decoder and heads"""
+    batch_size: int = 16
+    """fresh episodes per update (one gradient step over them)"""
+    updates: int = 2000
+    """updates (gradient steps) in the whole run"""
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=3e-4, max_grad_norm=1000.0, adam_eps=1e-8)
+    )
+
+    def world_model(self) -> WorldModelConfig:
+        """The world model's config (DreamerV3's defaults for what is not set here)."""
+        return WorldModelConfig(
+            core=self.core,
+            latents=self.latents,
+            classes=self.classes,
+            hidden=self.hidden,
+            depth=self.depth,
+        )
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible setting."""
+        for name in ("batch_size", "updates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        self.world_model().validate()
+        self.optim.validate()
+
+
+def check_env(env: Any, env_params: Any) -> None:
+    """ValueError (one line) unless ``env`` can give scripted episodes."""
+    if not callable(getattr(env, "scripted_episodes", None)):
+        raise ValueError(
+            f"{getattr(env, 'name', env)!r} has no scripted episodes; the world-model "
+            "trainer needs a memory-rooms task (TwoRoomsRecall, FourRoomsRecall, ...)"
+        )
+
+
+class State(NamedTuple):
+    """One seed's trainer state: the world model's parameters and optimiser, and the key
+    the next update's episodes and latent samples are drawn from."""
+
+    wm: TrainState
+    key: jax.Array
+
+
+class Metrics(NamedTuple):
+    """Scalars of one update: the world-model losses (`ssmrl.worldmodel.Losses`)."""
+
+    wm_total: jax.Array
+    wm_decoder: jax.Array
+    wm_reward: jax.Array
+    wm_cont: jax.Array
+    wm_dyn: jax.Array
+    wm_rep: jax.Array
+
+
+def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
+    """The offline trainer on ``env`` as the `ssmrl.agent.Agent` contract (state: `State`)."""
+    cfg.validate()
+    check_env(env, env_params)
+    space = env.action_space(env_params)
+    discrete = isinstance(space, spaces.Discrete)
+    act_dim = int(space.n) if discrete else int(np.prod(space.shape))
+    obs_dim = int(np.prod(env.observation_space(env_params).shape))
+    model = WorldModel(cfg.world_model(), obs_dim)
+    rows = jax.eval_shape(
+        lambda k: env.scripted_episodes(k, env_params, 1).obs, jax.random.PRNGKey(0)
+    ).shape[0]
+
+    def episodes(key):
+        data = env.scripted_episodes(key, env_params, cfg.batch_size)
+        return episode_inputs(data.obs, data.action, data.reward, data.is_first, act_dim)
+
+    def loss(params, seq, key):
+        carry = model.initialize_carry(cfg.batch_size)
+        valid = jnp.ones_like(seq.reward)
+        losses, _ = model.apply(params, carry, *seq, valid, key, method="loss")
+        return losses.total, losses
+
+    def init(key) -> State:
+        key, key_params, key_z = jax.random.split(key, 3)
+        seq = jax.tree.map(lambda x: x[:1, :1], episodes(key_params))
+        params = model.init(
+            key_params, model.initialize_carry(1), seq.obs, seq.prev_action, seq.is_first, key_z
+        )
+        tx = cfg.optim.build(cfg.updates)
+        return State(TrainState.create(apply_fn=model.apply, params=params, tx=tx), key)
+
+    def update(state: State) -> tuple[State, Metrics]:
+        key, key_data, key_z = jax.random.split(state.key, 3)
+        seq = episodes(key_data)
+        grads, losses = jax.grad(loss, has_aux=True)(state.wm.params, seq, key_z)
+        metrics = Metrics(**{f"wm_{k}": v for k, v in losses._asdict().items()})
+        return State(state.wm.apply_gradients(grads=grads), key), metrics
+
+    return Agent(
+        init=init,
+        update=update,
+        act=None,
+        initial_carry=None,
+        policy_params=None,
+        num_updates=cfg.updates,
+        steps_per_update=cfg.batch_size * rows,
+        wrappers=WRAPPERS,
+        memory_bytes=memory_estimate(cfg, obs_dim, act_dim, rows),
+        headline="wm_total",
+        world_model=WorldModelView(model, lambda state: state.wm.params, act_dim),
+    )
+
+
+def memory_estimate(cfg: Config, obs_dim: int, act_dim: int, rows: int) -> int:
+    """Rough bytes one update needs: the episodes, and the world model's activations over
+    ``batch_size x rows`` steps (every core carry kept by the sequence call, the encoder's,
+    decoder's and heads' activations), times 3 for gradients. A guess meant to catch sizes
+    that are clearly too large, not to budget memory."""
+    carry = jax.eval_shape(lambda: cores.build(cfg.core).initialize_carry(1))
+    carry_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
+    latent, bins = cfg.latents * cfg.classes, cfg.world_model().bins
+    mlp = cfg.hidden * cfg.depth * 3
+    row = carry_bytes + 4 * (
+        3 * obs_dim + act_dim + 4 * latent + 16 * cfg.core.features * cfg.core.num_layers
+    )
+    row += 4 * (4 * mlp + bins)
+    return 3 * cfg.batch_size * rows * row
