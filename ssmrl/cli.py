@@ -1,4 +1,4 @@
-"""The ``ssmrl`` command: train an agent, evaluate a run, list environments.
+"""The ``ssmrl`` command: train an agent, evaluate a run, measure imagination, list envs.
 
 It only parses and prints: settings, building, training and evaluation are
 `ssmrl.experiment`'s.
@@ -26,6 +26,7 @@ Reinforcement learning with state-space-model memory.
 commands:
   train AGENT [FLAGS]   train an agent ({", ".join(AGENTS)}); `ssmrl train ppo --help`: its flags
   eval RUN_DIR [FLAGS]  run episodes with a run's newest checkpoint; `ssmrl eval --help`
+  imagine RUN_DIR [FLAGS]  how far a run's world model imagines; `ssmrl imagine --help`
   envs                  list the environment names
 
 examples:
@@ -33,6 +34,8 @@ examples:
   ssmrl train ppo --config configs/ppo_cpu.yaml --optim.lr 1e-4
   ssmrl train ppo --resume runs/ppo-RepeatPreviousEasy-s5-20250101-120000
   ssmrl eval runs/ppo-RepeatPreviousEasy-s5-20250101-120000 --episodes 64 --greedy
+  ssmrl train worldmodel --env TwoRoomsRecall --core gru --run-dir runs/wm-gru
+  ssmrl imagine runs/wm-gru --context 128 --horizons 1 8 32 128
 """
 
 TRAIN_DESCRIPTION = (
@@ -244,6 +247,75 @@ def _evaluate_trials(ev: EvalArgs, run: experiment.Trained) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class ImagineArgs:
+    """Measure how far a run's world model imagines: observe `context` steps of fresh scripted
+    episodes, imagine open-loop with the true actions, and score each horizon beside the
+    copy-last-frame and per-cell marginal baselines. Writes imagination.json and
+    imagination.png into the run directory."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """a run directory of `ssmrl train worldmodel` or `ssmrl train dreamer`"""
+    context: int = 128
+    """observations fed through the posterior before imagining"""
+    horizons: tuple[int, ...] = (1, 8, 16, 32, 64, 128)
+    """imagination steps to report"""
+    episodes: int = 64
+    """fresh scripted episodes to measure on"""
+    seed: int = 12345
+    """seed of those episodes"""
+
+
+def imagine(args: Sequence[str]) -> int:
+    """``ssmrl imagine RUN_DIR [FLAGS]``."""
+    import json
+
+    from ssmrl import imagination
+
+    try:
+        im = configfile.tyro_cli(ImagineArgs, args=list(args), prog="ssmrl imagine")
+        run = experiment.restore(im.run_dir)
+        result = experiment.imagine(run, im.context, im.horizons, im.episodes, im.seed)
+    except ConfigError as e:
+        fail(str(e))
+    for line in run.skipped:
+        print(f"ssmrl: warning: {line}; measuring an older checkpoint", file=sys.stderr)
+    print(
+        f"{im.run_dir}: update {run.update}, {result['seeds']} seed(s); context "
+        f"{im.context}, {im.episodes} episodes of {result['env']}"
+    )
+    model, copy, flat = result["model"], result["copy_last"], result["marginal"]
+    reward = any(v is not None for v in model["reward_accuracy"])
+    head = "horizon   accuracy   seen  unseen       MSE   copy-last  marginal"
+    print(head + ("   reward acc" if reward else ""))
+
+    def cell(v: float | None, width: int, digits: int = 3) -> str:
+        return f"{'-':>{width}}" if v is None else f"{v:{width}.{digits}f}"
+
+    for i, h in enumerate(result["horizons"]):
+        cells = [
+            cell(model["accuracy"][i], 9),
+            cell(model["accuracy_seen"][i], 6),
+            cell(model["accuracy_unseen"][i], 7),
+            cell(model["mse"][i], 9, 4),
+            cell(copy["accuracy"][i], 11),
+            cell(flat["accuracy"][i], 9),
+        ]
+        if reward:
+            cells.append(cell(model["reward_accuracy"][i], 12))
+        print(f"{h:7d}  " + " ".join(cells))
+    print(
+        f"imagination: {result['imagination_steps_per_s']:,.0f} steps/s "
+        f"(compiled in {result['compile_s']:.1f} s)"
+    )
+    path = im.run_dir / experiment.IMAGINATION_FILE
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    title = f"{result['env']}, {result['core']}: context {im.context}"
+    png = imagination.plot(result, path.with_suffix(".png"), title)
+    print(f"wrote {path} and {png}")
+    return 0
+
+
 def list_envs(args: Sequence[str]) -> int:
     """``ssmrl envs``: every environment name."""
     from ssmrl.envs import names
@@ -254,7 +326,7 @@ def list_envs(args: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "eval": evaluate, "envs": list_envs}
+COMMANDS = {"train": train, "eval": evaluate, "imagine": imagine, "envs": list_envs}
 
 
 def _main(argv: Sequence[str]) -> int:

@@ -354,3 +354,67 @@ def check_held_out(run: Trained, name: str) -> None:
 
     if spaces(env, env_params) != spaces(run.built.env, run.built.env_params):
         raise ConfigError(f"{name}: its spaces differ from those the agent was trained on")
+
+
+IMAGINATION_FILE = "imagination.json"
+
+
+def imagine(
+    run: Trained, context: int, horizons: tuple[int, ...], episodes: int = 64, seed: int = 0
+) -> dict[str, Any]:
+    """`ssmrl.imagination.measure` on a restored run's world model (any agent that has one)
+    with ``episodes`` fresh scripted episodes of its env; `ConfigError` (one line) for a
+    run without a world model, an env without scripted episodes, or a context and
+    horizons that do not fit in an episode. Returns `imagination.summarise`'s data with
+    the run's details added."""
+    import jax
+
+    from ssmrl import envs, imagination
+
+    view = run.built.agent.world_model
+    if view is None:
+        raise ConfigError(f"a {run.settings.agent} run has no world model to imagine with")
+    if episodes < 1:
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
+    if context < 1 or not horizons or min(horizons) < 1:
+        raise ConfigError(f"context and horizons must be >= 1, got {context} and {list(horizons)}")
+    name = run.settings.hparams.env
+    env, env_params = envs.make(name)
+    if not callable(getattr(env, "scripted_episodes", None)):
+        raise ConfigError(
+            f"env {name} has no scripted episodes; imagination is measured on the "
+            "memory-rooms tasks (TwoRoomsRecall, FourRoomsRecall, ...)"
+        )
+    data = env.scripted_episodes(jax.random.PRNGKey(seed), env_params, episodes)
+    rows, longest = data.obs.shape[0], max(horizons)
+    if context + longest > rows:
+        raise ConfigError(
+            f"context {context} + horizon {longest} exceeds the {rows} observations of a "
+            f"{name} episode (at this context, horizons up to {max(rows - context, 0)})"
+        )
+    seq = imagination.episode_inputs(
+        data.obs, data.action, data.reward, data.is_first, view.action_size
+    )
+    params = jax.vmap(view.params)(run.state)
+    measured = imagination.measure(
+        view.model,
+        params,
+        seq,
+        context,
+        tuple(sorted(set(horizons))),
+        env.cell_classes,
+        env.seen_in_context(data, context),
+        env.has_reward,
+    )
+    hp = run.settings.hparams
+    return {
+        "agent": run.settings.agent,
+        "env": name,
+        "core": getattr(getattr(hp, "core", None), "name", None),
+        "update": run.update,
+        "seeds": run.settings.run.seeds,
+        "context": context,
+        "episodes": episodes,
+        "seed": seed,
+        **imagination.summarise(measured),
+    }

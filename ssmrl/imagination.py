@@ -271,3 +271,148 @@ def open_loop_predictions(
     actions = prev_action[context : context + horizon]
     features = model.apply(params, seen.carry, actions, key_img, method="open_loop")
     return model.apply(params, features, method="predict")
+
+
+class Measured(NamedTuple):
+    """What `measure` found: the report of each seed's model (the baselines are the same
+    for every seed), and the speed of the open-loop imagination (compilation aside)."""
+
+    reports: list[HorizonReport]
+    steps_per_s: float
+    compile_s: float
+
+
+def measure(
+    model: WorldModel,
+    params: Any,
+    seq: Sequences,
+    context: int,
+    horizons: tuple[int, ...],
+    classes: int,
+    seen: jax.Array | None = None,
+    reward: bool = False,
+) -> Measured:
+    """Observe ``context`` steps of ``seq``, imagine ``max(horizons)`` steps open-loop with
+    the true actions (latent modes), and score the imagined observations at ``horizons``.
+
+    | arg    | shape                                | meaning                          |
+    |--------|--------------------------------------|----------------------------------|
+    | params | leaves [S, ...]                      | S seeds' world-model parameters  |
+    | seq    | `Sequences`, [T, N, ...]             | whole episodes, T >= C + H       |
+    | seen   | [T, N, cells] bool                   | cells the context showed         |
+
+    ``reward`` True also scores the predicted rewards. ``steps_per_s`` counts imagined
+    steps (episodes x horizon) per second of the second call of the compiled rollout.
+    """
+    import time
+
+    steps = max(horizons)
+    if context < 1 or context + steps > seq.obs.shape[0]:
+        raise ValueError(
+            f"context {context} + horizon {steps} must fit in the {seq.obs.shape[0]} steps given"
+        )
+
+    @jax.jit
+    def observe(params):
+        carry = model.initialize_carry(seq.obs.shape[1])
+        inputs = (seq.obs[:context], seq.prev_action[:context], seq.is_first[:context])
+        return model.apply(params, carry, *inputs, None, method="observe").carry
+
+    @jax.jit
+    def imagine(params, carry):
+        actions = seq.prev_action[context : context + steps]
+        features = model.apply(params, carry, actions, None, method="open_loop")
+        return model.apply(params, features, method="predict")
+
+    target = seq.obs[context : context + steps]
+    window = None if seen is None else seen[context : context + steps]
+    true_reward = seq.reward[context : context + steps] if reward else None
+    frequencies = marginal(seq.obs)
+    reports, compile_s, per_call = [], 0.0, 0.0
+    for s in range(jax.tree.leaves(params)[0].shape[0]):
+        one = jax.tree.map(lambda x, s=s: x[s], params)
+        carry = observe(one)
+        start = time.perf_counter()
+        pred = jax.block_until_ready(imagine(one, carry))
+        if s == 0:  # the first call compiles; time a second one
+            compile_s = time.perf_counter() - start
+            start = time.perf_counter()
+            pred = jax.block_until_ready(imagine(one, carry))
+            per_call = time.perf_counter() - start
+        report = horizon_report(
+            pred.obs,
+            target,
+            seq.obs[context - 1],
+            frequencies,
+            classes,
+            horizons,
+            window,
+            pred.reward if reward else None,
+            true_reward,
+        )
+        reports.append(jax.device_get(report))
+    return Measured(reports, seq.obs.shape[1] * steps / max(per_call, 1e-9), compile_s)
+
+
+def _listed(errors: HorizonErrors) -> dict[str, list[float | None]]:
+    """Errors as JSON lists (NaN -> None)."""
+    import math
+
+    return {
+        name: [None if not math.isfinite(v) else float(v) for v in values]
+        for name, values in errors._asdict().items()
+    }
+
+
+def summarise(measured: Measured) -> dict[str, Any]:
+    """``measured`` as JSON-ready data: per horizon, the model's errors averaged over seeds
+    (``model``) and per seed (``model_per_seed``), the two baselines, and the speed."""
+    import numpy as np
+
+    reports = measured.reports
+    fields = HorizonErrors._fields
+
+    def mean(name):
+        rows = np.stack([np.asarray(getattr(r.model, name), np.float64) for r in reports])
+        return np.nanmean(rows, 0) if np.isfinite(rows).any() else rows[0]
+
+    first = reports[0]
+    return {
+        "horizons": list(first.horizons),
+        "model": _listed(HorizonErrors(*(mean(name) for name in fields))),
+        "model_per_seed": [_listed(r.model) for r in reports],
+        "copy_last": _listed(first.copy_last),
+        "marginal": _listed(first.marginal),
+        "imagination_steps_per_s": measured.steps_per_s,
+        "compile_s": measured.compile_s,
+    }
+
+
+def plot(summary: dict[str, Any], path: Any, title: str = "") -> Any:
+    """Cell accuracy and MSE against the imagination horizon, the model beside the
+    baselines, from `summarise`'s data; returns the path written."""
+    from pathlib import Path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    horizons = summary["horizons"]
+    lines = (("model", "C0", "world model"), ("copy_last", "C1", "copy last frame"))
+    lines += (("marginal", "C2", "per-cell marginal"),)
+    for i, (metric, label) in enumerate((("accuracy", "cell accuracy"), ("mse", "MSE"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for key, colour, name in lines:
+            values = [float("nan") if v is None else v for v in summary[key][metric]]
+            ax.plot(horizons, values, "o-", color=colour, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("imagination horizon (steps)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
