@@ -38,6 +38,7 @@ import optax
 
 import ssmrl.cores as cores
 from ssmrl.config import OptimConfig
+from ssmrl.matching import matched_width, param_count, with_core
 from ssmrl.worldmodel import WorldModel, WorldModelCarry, WorldModelConfig, flatten_time
 
 VARIANTS = ("s5-associative", "s5-sequential", "gru", "mlp")
@@ -124,52 +125,6 @@ def base_config(
     return WorldModelConfig(core=core, latents=latents, classes=classes, hidden=hidden, depth=depth)
 
 
-@functools.cache
-def param_count(config: WorldModelConfig, obs_dim: int, act_dim: int) -> int:
-    """Number of world-model parameters (shapes only, nothing is initialised)."""
-    model = WorldModel(config, obs_dim=obs_dim)
-    key = jax.random.PRNGKey(0)
-    shapes = jax.eval_shape(
-        model.init,
-        key,
-        model.initialize_carry(1),
-        jnp.zeros((1, 1, obs_dim)),
-        jnp.zeros((1, 1, act_dim)),
-        jnp.zeros((1, 1), bool),
-        key,
-    )
-    return sum(leaf.size for leaf in jax.tree.leaves(shapes))
-
-
-def _with_core(config: WorldModelConfig, name: str, **changes: Any) -> WorldModelConfig:
-    """``config`` whose backbone is core ``name`` (shared options kept), with ``changes``."""
-    core = dataclasses.replace(cores.convert(config.core, name), **changes)
-    return dataclasses.replace(config, core=core)
-
-
-def _closest_width(
-    config: WorldModelConfig,
-    name: str,
-    target: int,
-    obs_dim: int,
-    act_dim: int,
-    widths: tuple[int, int],
-) -> WorldModelConfig:
-    """Core ``name``'s config whose width in ``widths`` (inclusive) gives the parameter count
-    closest to ``target``; the count grows with the width, so a bisection finds it."""
-    count = lambda w: param_count(_with_core(config, name, features=w), obs_dim, act_dim)
-    low, high = widths
-    while low < high:
-        mid = (low + high) // 2
-        if count(mid) < target:
-            low = mid + 1
-        else:
-            high = mid
-    candidates = {low, max(low - 1, widths[0])}
-    best = min(sorted(candidates), key=lambda w: abs(count(w) - target))
-    return _with_core(config, name, features=best)
-
-
 def matched_options(
     config: WorldModelConfig | None = None,
     obs_dim: int = OBS_DIM,
@@ -191,20 +146,13 @@ def matched_options(
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; allowed: {list(VARIANTS)}")
-    target = param_count(config, obs_dim, act_dim)
     out = {}
     for name in variants:
         if name.startswith("s5-"):
-            chosen = _with_core(config, "s5", scan=name.removeprefix("s5-"))
+            chosen = with_core(config, "s5", scan=name.removeprefix("s5-"))
+            params = param_count(chosen, obs_dim, act_dim)
         else:
-            chosen = _closest_width(config, name, target, obs_dim, act_dim, widths)
-        params = param_count(chosen, obs_dim, act_dim)
-        if abs(params - target) > tolerance * target:
-            raise ValueError(
-                f"{name}: no width in {widths[0]}..{widths[1]} gives a world model within "
-                f"{tolerance:.0%} of the S5 one's {target} parameters (closest: {params} "
-                f"with features={chosen.core.features})"
-            )
+            chosen, params = matched_width(config, name, obs_dim, act_dim, tolerance, widths)
         out[name] = Variant(name, chosen, params)
     return out
 
