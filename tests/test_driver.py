@@ -219,6 +219,18 @@ def test_last_chunk_may_be_short_and_mmer_ignores_updates_without_episodes(tmp_p
     assert records[0]["mean_return"] is None and records[1]["mean_return"] == pytest.approx(0.2)
 
 
+def test_an_agent_names_another_headline_metric(tmp_path):
+    base = _fake_agent(jnp.zeros(2, jnp.uint32), nan_at=10**6, num_updates=3)
+    agent = base._replace(headline="total_loss")
+    run = driver.RunConfig(seeds=2, chunk=2, checkpoint_every=0)
+    summary = driver.train(agent, run_dir=tmp_path, run=run, console=_console())
+    assert summary.headline == "total_loss" and summary.final == 3.0
+    assert np.isnan(summary.mmer)  # no episodic returns to take the MMER of
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["total_loss_per_seed"] for r in records] == [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]
+    assert "mean_return_per_seed" not in records[0] and summary.plot.is_file()
+
+
 class Pieces(NamedTuple):
     carry: jax.Array
     key: jax.Array

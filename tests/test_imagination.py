@@ -10,14 +10,19 @@ import pytest
 
 from ssmrl import cores
 from ssmrl.imagination import (
+    Sequences,
     cell_correct,
     copy_last,
+    episode_inputs,
     horizon_errors,
     horizon_report,
     marginal,
+    measure,
     open_loop_predictions,
+    plot,
+    summarise,
 )
-from ssmrl.worldmodel import WorldModel, WorldModelConfig
+from ssmrl.worldmodel import WorldModel, WorldModelConfig, features_of, straight_through_sample
 
 rng = np.random.default_rng(0)
 
@@ -171,3 +176,69 @@ def test_open_loop_rejects_a_context_and_horizon_longer_than_the_data(tiny_model
         open_loop_predictions(model, params, obs, prev_action, is_first, 4, 4)
     with pytest.raises(ValueError, match=">= 1"):
         open_loop_predictions(model, params, obs, prev_action, is_first, 0, 4)
+
+
+def test_episode_inputs_shift_actions_and_end_episodes_by_hand():
+    # Two columns: one episode of 4 rows; an episode of 2 rows followed by one of 2 rows.
+    action = jnp.array([[1, 0], [2, 1], [0, 2], [1, 1]])
+    is_first = jnp.array([[1, 1], [0, 0], [0, 1], [0, 0]], bool)
+    obs = jnp.arange(8.0).reshape(4, 2, 1)
+    seq = episode_inputs(obs, action, jnp.ones((4, 2)), is_first, action_size=3)
+    want_prev = np.zeros((4, 2, 3))
+    want_prev[1, 0, 1] = want_prev[2, 0, 2] = want_prev[3, 0, 0] = 1.0
+    want_prev[1, 1, 0] = want_prev[3, 1, 2] = 1.0  # row 2 of column 1 starts an episode
+    np.testing.assert_array_equal(seq.prev_action, want_prev)
+    np.testing.assert_array_equal(seq.cont, [[1, 1], [1, 0], [1, 1], [0, 0]])
+    np.testing.assert_array_equal(seq.obs, obs)
+    with pytest.raises(ValueError, match="action_size"):
+        episode_inputs(obs, action, jnp.ones((4, 2)), is_first)
+
+
+def test_imagining_with_the_true_posteriors_reconstructs(tiny_model):
+    # Replace each imagined latent by the posterior mode of the true observation: the
+    # imagined features then equal what observing the whole sequence gives.
+    model, params, obs, prev_action, is_first = tiny_model
+    out = model.apply(
+        params, model.initialize_carry(N), obs, prev_action, is_first, None, method="observe"
+    )
+    context = 3
+    carry = jax.tree.map(lambda c: c[context - 1], out.carries)
+    for t in range(context, T):
+        carry, _, _ = model.apply(params, carry, prev_action[t], None, method="img_step")
+        post = model.apply(params, obs[t], method="posterior")
+        carry = carry._replace(z=straight_through_sample(None, jax.nn.softmax(post, -1)))
+        np.testing.assert_allclose(features_of(carry), out.features[t], rtol=1e-5, atol=1e-6)
+
+
+def test_measure_scores_each_seed_beside_the_baselines(tiny_model):
+    model, params, obs, prev_action, is_first = tiny_model
+    cells = jnp.asarray(rng.integers(0, 3, (T, N, 2)))
+    one_hot = jax.nn.one_hot(cells, 3).reshape(T, N, OBS)
+    seq = Sequences(one_hot, prev_action, jnp.zeros((T, N)), jnp.ones((T, N)), is_first)
+    seeds = jax.tree.map(lambda x: jnp.stack([x, 2 * x]), params)
+    measured = measure(model, seeds, seq, context=3, horizons=(1, 4), classes=3)
+    assert len(measured.reports) == 2 and measured.steps_per_s > 0
+    for s, report in enumerate(measured.reports):
+        one = jax.tree.map(lambda x, s=s: x[s], seeds)
+        pred = open_loop_predictions(model, one, one_hot, prev_action, is_first, 3, 4)
+        want = horizon_errors(pred.obs, one_hot[3:7], 3)
+        np.testing.assert_allclose(report.model.accuracy, want.accuracy[jnp.array([0, 3])])
+        np.testing.assert_allclose(report.model.mse, want.mse[jnp.array([0, 3])], rtol=1e-6)
+    copy = horizon_errors(copy_last(one_hot[2], 4), one_hot[3:7], 3)
+    np.testing.assert_allclose(
+        measured.reports[0].copy_last.accuracy, np.asarray(copy.accuracy)[[0, 3]]
+    )
+    data = summarise(measured)
+    assert data["horizons"] == [1, 4] and len(data["model_per_seed"]) == 2
+    mean = np.mean([r.model.accuracy for r in measured.reports], 0)
+    np.testing.assert_allclose(data["model"]["accuracy"], mean)
+    assert data["model"]["reward_accuracy"] == [None, None]
+    with pytest.raises(ValueError, match="must fit"):
+        measure(model, seeds, seq, context=4, horizons=(4,), classes=3)
+
+
+def test_plot_writes_a_png(tmp_path):
+    errors = {"accuracy": [0.9, None], "mse": [0.1, 0.2]}
+    data = {"horizons": [1, 8], "model": errors, "copy_last": errors, "marginal": errors}
+    path = plot(data, tmp_path / "imagination.png", "title")
+    assert path.read_bytes()[:4] == b"\x89PNG"

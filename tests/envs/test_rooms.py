@@ -312,3 +312,18 @@ def test_seen_in_context_on_a_recall_dataset():
     assert seen.all()
     short = np.asarray(rooms.seen_in_context(jnp.asarray(data.position), 10))
     assert short[:11].all() and not short[11:].all()
+
+
+def test_env_methods_give_the_tools_scripted_episodes_and_the_seen_split():
+    env, params = make("TwoRoomsDistract", context_steps=20, query_steps=6)
+    key = jax.random.key(3)
+    data = jax.jit(env.scripted_episodes, static_argnums=2)(key, params, 2)
+    want = rooms.rollout(env, params, 2, key)
+    for field, a, b in zip(data._fields, data, want, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=field)
+    # With observations 0 .. 9 as the context, the split is seen_in_context's up to obs 9.
+    np.testing.assert_array_equal(
+        env.seen_in_context(data, 10), rooms.seen_in_context(data.position, 9)
+    )
+    assert env.cell_classes == NUM_COLOURS and env.has_reward
+    assert not make("TwoRoomsRecall")[0].has_reward

@@ -1,0 +1,43 @@
+"""World-model parameter counts and width matching across backbones."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssmrl import cores
+from ssmrl.matching import matched_width, param_count, with_core
+from ssmrl.worldmodel import WorldModelConfig
+
+S5 = WorldModelConfig(
+    core=cores.S5Options(features=16, num_layers=1, state_size=8),
+    latents=4,
+    classes=4,
+    hidden=16,
+    depth=1,
+)
+
+
+def test_param_count_grows_with_the_width_and_counts_every_leaf():
+    small = param_count(with_core(S5, "mlp", features=8), 6, 3)
+    large = param_count(with_core(S5, "mlp", features=9), 6, 3)
+    # One more backbone feature adds a row to the prior's and heads' first layers, and
+    # more to the MLP core itself: the count grows strictly.
+    assert large > small > 0
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm", "mlp"])
+def test_matched_width_is_the_closest_width(name):
+    target = param_count(S5, 6, 3)
+    chosen, count = matched_width(S5, name, 6, 3)
+    width = chosen.core.features
+    assert cores.name_of(chosen.core) == name and count == param_count(chosen, 6, 3)
+    assert abs(count - target) <= 0.1 * target
+    for other in (width - 1, width + 1):
+        neighbour = param_count(with_core(S5, name, features=other), 6, 3)
+        assert abs(count - target) <= abs(neighbour - target)
+    assert chosen.latents == S5.latents and chosen.hidden == S5.hidden  # the rest is kept
+
+
+def test_matched_width_refuses_a_size_out_of_reach():
+    with pytest.raises(ValueError, match="no width in 4..5"):
+        matched_width(S5, "gru", 6, 3, widths=(4, 5))
