@@ -23,15 +23,15 @@ update runs the gradient steps the train ratio owes (`ssmrl.replay.updates_due`;
 owed for the steps before that). Each: the world-model loss on a replayed batch;
 imagination of ``horizon`` steps with the actor from every replayed posterior state;
 λ-returns over imagined rewards and continues; returns normalised by an EMA of their
-5th-95th percentile range (at least 1); imagined continue probabilities rounded to flags
-(`imagined_targets`); the actor trained by REINFORCE with an entropy
+5th-95th percentile range (at least 1); the actor trained by REINFORCE with an entropy
 bonus; the critic (two-hot symlog bins) trained toward the λ-returns and toward a slow
 (EMA) copy of itself. Gradients do not flow from actor or critic into the world model.
 
 Deviations from DreamerV3: REINFORCE also for continuous actions (DreamerV3 backpropagates
 through the dynamics there); the actor is `ssmrl.nets.PolicyHead` (a plain categorical,
 or a Gaussian with a state-independent std whose samples are clipped to the action
-bounds only when sent to the env); no replayed-value loss for the critic.
+bounds only when sent to the env); no replayed-value loss for the critic; imagined
+continues are the continue head's probabilities, not flags (`imagined_targets`).
 """
 
 from __future__ import annotations
@@ -289,30 +289,29 @@ class Episodes(NamedTuple):
 
 def imagined_targets(
     reward: jax.Array,
-    cont_prob: jax.Array,
+    cont: jax.Array,
     start_cont: jax.Array,
     values: jax.Array,
     gamma: float,
     lam: float,
 ) -> tuple[jax.Array, jax.Array]:
-    """λ-returns of imagined rollouts and the weight of each imagined state, as DreamerV3.
+    """λ-returns of imagined rollouts and the weight of each imagined state.
 
-    The continue head's probability is rounded to a flag (``p > 0.5``), so a state the
-    model expects to be terminal cuts the return there instead of passing on part of
-    the value beyond it; the start states' flags are the replayed ones (0 for padding).
-    ``weight[t] = prod_{i <= t} (gamma * cont[i]) / gamma`` is the discounted chance that
-    state ``t`` is reached at all.
+    The continue head's probabilities discount the return (DreamerV3 rounds them to
+    flags; here that learned CartPole more slowly, see docs/dreamer.md); the start
+    states' flags are the replayed ones (0 for padding). ``weight[t] = prod_{i <= t}
+    (gamma * cont[i]) / gamma`` is the discounted chance that state ``t`` is reached.
 
     | arg        | shape      | meaning                                          |
     |------------|------------|--------------------------------------------------|
     | reward     | [H + 1, N] | predicted reward of reaching state t (t >= 1)    |
-    | cont_prob  | [H + 1, N] | predicted P(state t is not terminal) (t >= 1)    |
+    | cont       | [H + 1, N] | predicted P(state t is not terminal) (t >= 1)    |
     | start_cont | [N]        | the start states' continue flags                 |
     | values     | [H + 1, N] | the critic's value of state t                    |
     | returns    | [H, N]     | the λ-return targets for values[:-1]             |
     | weight     | [H, N]     | loss weights of states 0 .. H - 1                |
     """
-    cont = jnp.concatenate([start_cont[None], (cont_prob[1:] > 0.5).astype(values.dtype)], 0)
+    cont = jnp.concatenate([start_cont[None], cont[1:].astype(values.dtype)], 0)
     weight = jnp.cumprod(gamma * cont, 0) / gamma
     returns = lambda_returns(reward[1:], values[1:], cont[1:], gamma, lam)
     return returns, weight[:-1]

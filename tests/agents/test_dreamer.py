@@ -121,13 +121,13 @@ def test_imagined_targets_against_a_numpy_loop():
     h, n, gamma, lam = 5, 3, 0.9, 0.8
     reward = rng.normal(size=(h + 1, n))
     cont_prob = rng.uniform(size=(h + 1, n))
-    cont_prob[2, 0] = 0.2  # state 2 of rollout 0 is terminal: nothing after it counts
+    cont_prob[2, 0] = 0.0  # state 2 of rollout 0 is surely terminal: nothing after it counts
     start_cont = np.array([1.0, 0.0, 1.0])  # rollout 1 starts at a terminal (or padding)
     values = rng.normal(size=(h + 1, n))
     returns, weight = dreamer.imagined_targets(
         *map(jnp.asarray, (reward, cont_prob, start_cont, values)), gamma, lam
     )
-    flag = np.concatenate([start_cont[None], (cont_prob[1:] > 0.5).astype(float)])
+    flag = np.concatenate([start_cont[None], cont_prob[1:]])
     want_ret, want_w = np.zeros((h, n)), np.zeros((h, n))
     for b in range(n):
         ret = values[h, b]
