@@ -62,6 +62,9 @@ def test_the_trainer_refuses_an_env_without_scripted_episodes(capsys):
     assert cli.main(["train", "worldmodel", "--env", "CartPole-v1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "has no scripted episodes" in err
+    assert cli.main(["train", "worldmodel", "--env", "TwoRoomRecall"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "TwoRoomsRecall" in err
 
 
 def test_cli_trains_resumes_bit_identically_and_imagines(tmp_path, capsys):
