@@ -259,6 +259,8 @@ class TrainInfo(NamedTuple):
     entropy: jax.Array
     imagined_return: jax.Array
     return_scale: jax.Array
+    terminal_cont: jax.Array  # summed P(continue) over the batch's terminal rows
+    terminals: jax.Array  # how many terminal rows the batch holds
 
 
 class Metrics(NamedTuple):
@@ -278,6 +280,8 @@ class Metrics(NamedTuple):
     entropy: jax.Array
     imagined_return: jax.Array
     return_scale: jax.Array
+    terminal_cont: jax.Array  # mean P(continue) the model gives replayed terminal rows
+    terminals: jax.Array  # replayed terminal rows those are over (0: terminal_cont is 0)
 
 
 class Episodes(NamedTuple):
@@ -483,6 +487,9 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
 
         (_, (losses, out)), grads = jax.value_and_grad(wm_loss, has_aux=True)(wm_params)
         start = jax.lax.stop_gradient(flatten_time(out.carries))  # [N = T * B]
+        # How surely the continue head recognises the terminal observations it trains on.
+        terminal = (batch.cont == 0) & valid
+        seen_cont = model.apply(wm_params, out.features, method="predict").cont
 
         def policy(features, key):
             return encode(actor.apply(actor_params, features).sample(seed=key))
@@ -538,6 +545,8 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             entropy=entropy,
             imagined_return=jnp.mean(returns[0]),
             return_scale=norm.scale,
+            terminal_cont=jnp.sum(jnp.where(terminal, seen_cont, 0.0)),
+            terminals=jnp.sum(terminal).astype(jnp.float32),
         )
 
     def update(state: State) -> tuple[State, Metrics]:
@@ -557,12 +566,15 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         learner, total = jax.lax.fori_loop(0, count, body, (state.learner, zeros))
         mean = jax.tree.map(lambda x: x / jnp.maximum(count, 1), total)
         n_episodes = episodes.ended.sum()
+        sums = ("wm", "terminal_cont", "terminals")
         metrics = Metrics(
             mean_return=episodes.returns.sum() / jnp.where(n_episodes > 0, n_episodes, jnp.nan),
             episodes=n_episodes,
             train_steps=count,
             **{f"wm_{name}": x for name, x in mean.wm._asdict().items()},
-            **{name: x for name, x in mean._asdict().items() if name != "wm"},
+            **{name: x for name, x in mean._asdict().items() if name not in sums},
+            terminal_cont=total.terminal_cont / jnp.maximum(total.terminals, 1.0),
+            terminals=total.terminals,
         )
         return state._replace(learner=learner, key=key), metrics
 

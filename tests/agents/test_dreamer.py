@@ -185,6 +185,16 @@ def test_replay_holds_whole_terminated_episodes():
     np.testing.assert_array_equal(one_hot.sum(-1), 1.0)
 
 
+def test_terminal_cont_is_a_probability_over_the_replayed_terminals():
+    _, _, metrics = _cartpole()
+    terminals = np.concatenate([np.asarray(m.terminals).ravel() for m in metrics])
+    cont = np.concatenate([np.asarray(m.terminal_cont).ravel() for m in metrics])
+    steps = np.concatenate([np.asarray(m.train_steps).ravel() for m in metrics])
+    assert (terminals > 0).any(), "no replayed batch held a terminal row"
+    assert ((cont >= 0) & (cont <= 1)).all() and (cont[terminals == 0] == 0).all()
+    assert (terminals[steps == 0] == 0).all()  # nothing replayed, nothing counted
+
+
 @pytest.mark.parametrize("core", ["gru", "mlp"])
 def test_other_cores_trace(core):
     cfg = replace(TINY, core=cores.convert(TINY.core, core))
