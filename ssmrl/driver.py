@@ -314,13 +314,17 @@ def _holds_a_run(run_dir: Path) -> bool:
 def same_settings_as(config: Mapping | None, run_dir: Path) -> Callable[[int, dict], None]:
     """A ``check_meta`` for `Checkpointer.restore_newest`: `RunError` when a checkpoint was
     saved with other settings than ``config`` (`RESUMABLE` ones aside; equal NaNs are
-    equal), which happens when a run's config.yaml is edited."""
+    equal), which happens when a run's config.yaml is edited. A key the checkpoint does
+    not record is a setting added to ssmrl after it was saved: it does not count."""
 
     def check(update: int, meta: dict) -> None:
         saved = meta.get("config")
         if saved is None or config is None:
             return
-        keys_changed = [k for k in configfile.changed(saved, config) if k not in RESUMABLE]
+        recorded = configfile.flat(saved)
+        keys_changed = [
+            k for k in configfile.changed(saved, config) if k not in RESUMABLE and k in recorded
+        ]
         if keys_changed:
             raise RunError(
                 f"{run_dir}: checkpoint {update} was saved with other settings than "

@@ -6,6 +6,7 @@ import io
 import json
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -276,3 +277,12 @@ def test_run_config_validation():
         driver.RunConfig(chunk=0).validate()
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
         driver.RunConfig(checkpoint_every=-1).validate()
+
+
+def test_a_setting_added_after_a_checkpoint_does_not_block_its_restore():
+    check = driver.same_settings_as({"gamma": 0.9, "core": {"name": "s5", "new": 1}}, Path("r"))
+    check(4, {"config": {"gamma": 0.9, "core": {"name": "s5"}}})  # "core.new" came later
+    with pytest.raises(driver.RunError, match=r"\(gamma\)"):
+        check(4, {"config": {"gamma": 0.5, "core": {"name": "s5"}}})
+    with pytest.raises(driver.RunError, match="core.old"):
+        check(4, {"config": {"gamma": 0.9, "core": {"name": "s5", "old": 2}}})
