@@ -137,7 +137,7 @@ def train(args: Sequence[str]) -> int:
         )
         print("\nagents:", file=out)
         for name, spec in AGENTS.items():
-            print(f"  {name:8s}{spec.summary}", file=out)
+            print(f"  {name:12s}{spec.summary}", file=out)
         return 0 if args else 2
     name, args = args[0], list(args[1:])
     try:

@@ -26,9 +26,10 @@ def _snapshot(path):
 def test_help_lists_commands_and_flags(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(f"\n  {c} " in out for c in ("train", "eval", "envs"))
+    assert all(f"\n  {c} " in out for c in ("train", "eval", "imagine", "envs"))
     assert cli.main(["train", "--help"]) == 0
-    assert "ppo" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(f"\n  {agent} " in out for agent in ("ppo", "dreamer", "worldmodel"))
     assert cli.main(["train", "ppo", "--help"]) == 0
     out = capsys.readouterr().out
     for flag in ("--config", "--env", "--core.name", "--seeds", "--run-dir", "--resume"):
