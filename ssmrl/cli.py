@@ -24,10 +24,10 @@ usage: ssmrl COMMAND [ARGS]
 Reinforcement learning with state-space-model memory.
 
 commands:
-  train AGENT [FLAGS]   train an agent ({", ".join(AGENTS)}); `ssmrl train ppo --help`: its flags
-  eval RUN_DIR [FLAGS]  run episodes with a run's newest checkpoint; `ssmrl eval --help`
+  train AGENT [FLAGS]      train an agent ({", ".join(AGENTS)}); `ssmrl train ppo --help`: its flags
+  eval RUN_DIR [FLAGS]     run episodes with a run's newest checkpoint; `ssmrl eval --help`
   imagine RUN_DIR [FLAGS]  how far a run's world model imagines; `ssmrl imagine --help`
-  envs                  list the environment names
+  envs                     list the environment names
 
 examples:
   ssmrl train ppo --env RepeatPreviousEasy --core s5 --seeds 4
