@@ -67,7 +67,9 @@ def run_core(settings, core: str, out: Path, args) -> dict:
     try:
         experiment.train(resolved, run_dir, resume=True, same_settings=True)
         run = experiment.restore(run_dir)
-        result = experiment.imagine(run, args.context, tuple(args.horizons), args.episodes)
+        result = experiment.imagine(
+            run, args.context, tuple(args.horizons), args.episodes, args.seed
+        )
     except ConfigError as e:
         sys.exit(str(e))
     return {
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 8, 16, 32, 64, 128])
-    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--episodes", type=int, default=256, help="fresh episodes measured on")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of those episodes")
     parser.add_argument(
         "--set",
         action="append",

@@ -260,7 +260,7 @@ class ImagineArgs:
     """observations fed through the posterior before imagining"""
     horizons: tuple[int, ...] = (1, 8, 16, 32, 64, 128)
     """imagination steps to report"""
-    episodes: int = 64
+    episodes: int = 256
     """fresh scripted episodes to measure on"""
     seed: int = 12345
     """seed of those episodes"""

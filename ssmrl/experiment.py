@@ -360,7 +360,7 @@ IMAGINATION_FILE = "imagination.json"
 
 
 def imagine(
-    run: Trained, context: int, horizons: tuple[int, ...], episodes: int = 64, seed: int = 0
+    run: Trained, context: int, horizons: tuple[int, ...], episodes: int = 256, seed: int = 12345
 ) -> dict[str, Any]:
     """`ssmrl.imagination.measure` on a restored run's world model (any agent that has one)
     with ``episodes`` fresh scripted episodes of its env; `ConfigError` (one line) for a
