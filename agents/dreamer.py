@@ -31,7 +31,8 @@ Deviations from DreamerV3: REINFORCE also for continuous actions (DreamerV3 back
 through the dynamics there); the actor is `ssmrl.nets.PolicyHead` (a plain categorical,
 or a Gaussian with a state-independent std whose samples are clipped to the action
 bounds only when sent to the env); no replayed-value loss for the critic; imagined
-continues are the continue head's probabilities, not flags (`imagined_targets`).
+continues are the continue head's probabilities, not flags
+(`ssmrl.returns.imagined_targets`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from ssmrl.agent import Agent, WorldModelView
 from ssmrl.config import OptimConfig, check_whole_updates
 from ssmrl.nets import MLP, PolicyHead
 from ssmrl.replay import ReplayConfig
-from ssmrl.returns import lambda_returns, percentile_scale
+from ssmrl.returns import imagined_targets, percentile_scale
 from ssmrl.worldmodel import (
     Losses,
     WorldModel,
@@ -289,36 +290,6 @@ class Episodes(NamedTuple):
 
     ended: jax.Array
     returns: jax.Array
-
-
-def imagined_targets(
-    reward: jax.Array,
-    cont: jax.Array,
-    start_cont: jax.Array,
-    values: jax.Array,
-    gamma: float,
-    lam: float,
-) -> tuple[jax.Array, jax.Array]:
-    """λ-returns of imagined rollouts and the weight of each imagined state.
-
-    The continue head's probabilities discount the return (DreamerV3 rounds them to
-    flags; here that learned CartPole more slowly, see docs/dreamer.md); the start
-    states' flags are the replayed ones (0 for padding). ``weight[t] = prod_{i <= t}
-    (gamma * cont[i]) / gamma`` is the discounted chance that state ``t`` is reached.
-
-    | arg        | shape      | meaning                                          |
-    |------------|------------|--------------------------------------------------|
-    | reward     | [H + 1, N] | predicted reward of reaching state t (t >= 1)    |
-    | cont       | [H + 1, N] | predicted P(state t is not terminal) (t >= 1)    |
-    | start_cont | [N]        | the start states' continue flags                 |
-    | values     | [H + 1, N] | the critic's value of state t                    |
-    | returns    | [H, N]     | the λ-return targets for values[:-1]             |
-    | weight     | [H, N]     | loss weights of states 0 .. H - 1                |
-    """
-    cont = jnp.concatenate([start_cont[None], cont[1:].astype(values.dtype)], 0)
-    weight = jnp.cumprod(gamma * cont, 0) / gamma
-    returns = lambda_returns(reward[1:], values[1:], cont[1:], gamma, lam)
-    return returns, weight[:-1]
 
 
 def _where(flag: jax.Array, a: Any, b: Any) -> Any:

@@ -14,7 +14,8 @@ then one of three things happened:
 
 :func:`lambda_returns` computes the TD(λ) value targets DreamerV3 trains its critic on
 from imagined rollouts, where a continue flag (or probability) replaces the two flags;
-:func:`percentile_scale` the scale DreamerV3 divides its advantages by.
+:func:`percentile_scale` the scale DreamerV3 divides its advantages by;
+:func:`imagined_targets` both targets and loss weights of imagined rollouts.
 """
 
 from __future__ import annotations
@@ -202,3 +203,33 @@ def percentile_scale(
     low = decay * low + (1.0 - decay) * now[0]
     high = decay * high + (1.0 - decay) * now[1]
     return PercentileScale(low, high, jnp.maximum(1.0, high - low))
+
+
+def imagined_targets(
+    reward: jax.Array,
+    cont: jax.Array,
+    start_cont: jax.Array,
+    values: jax.Array,
+    gamma: float,
+    lam: float,
+) -> tuple[jax.Array, jax.Array]:
+    """λ-returns of imagined rollouts and the weight of each imagined state.
+
+    The continue head's probabilities discount the return (DreamerV3 rounds them to
+    flags; with ssmrl's Dreamer that learned CartPole more slowly, docs/dreamer.md); the start
+    states' flags are the replayed ones (0 for padding). ``weight[t] = prod_{i <= t}
+    (gamma * cont[i]) / gamma`` is the discounted chance that state ``t`` is reached.
+
+    | arg        | shape      | meaning                                          |
+    |------------|------------|--------------------------------------------------|
+    | reward     | [H + 1, N] | predicted reward of reaching state t (t >= 1)    |
+    | cont       | [H + 1, N] | predicted P(state t is not terminal) (t >= 1)    |
+    | start_cont | [N]        | the start states' continue flags                 |
+    | values     | [H + 1, N] | the critic's value of state t                    |
+    | returns    | [H, N]     | the λ-return targets for values[:-1]             |
+    | weight     | [H, N]     | loss weights of states 0 .. H - 1                |
+    """
+    cont = jnp.concatenate([start_cont[None], cont[1:].astype(values.dtype)], 0)
+    weight = jnp.cumprod(gamma * cont, 0) / gamma
+    returns = lambda_returns(reward[1:], values[1:], cont[1:], gamma, lam)
+    return returns, weight[:-1]

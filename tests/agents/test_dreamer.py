@@ -116,33 +116,6 @@ def _assert_trained(start, state, metrics):
         assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True)), part
 
 
-def test_imagined_targets_against_a_numpy_loop():
-    rng = np.random.default_rng(0)
-    h, n, gamma, lam = 5, 3, 0.9, 0.8
-    reward = rng.normal(size=(h + 1, n))
-    cont_prob = rng.uniform(size=(h + 1, n))
-    cont_prob[2, 0] = 0.0  # state 2 of rollout 0 is surely terminal: nothing after it counts
-    start_cont = np.array([1.0, 0.0, 1.0])  # rollout 1 starts at a terminal (or padding)
-    values = rng.normal(size=(h + 1, n))
-    returns, weight = dreamer.imagined_targets(
-        *map(jnp.asarray, (reward, cont_prob, start_cont, values)), gamma, lam
-    )
-    flag = np.concatenate([start_cont[None], cont_prob[1:]])
-    want_ret, want_w = np.zeros((h, n)), np.zeros((h, n))
-    for b in range(n):
-        ret = values[h, b]
-        for t in reversed(range(h)):
-            g = gamma * flag[t + 1, b]
-            ret = reward[t + 1, b] + g * ((1 - lam) * values[t + 1, b] + lam * ret)
-            want_ret[t, b] = ret
-        for t in range(h):
-            want_w[t, b] = np.prod(gamma * flag[: t + 1, b]) / gamma
-    np.testing.assert_allclose(returns, want_ret, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(weight, want_w, rtol=1e-6)
-    assert want_w[3, 0] == 0.0 and want_w[0, 1] == 0.0
-    np.testing.assert_allclose(returns[1, 0], reward[2, 0], rtol=1e-6)  # cut at the terminal
-
-
 def test_one_update_discrete_with_two_vmapped_seeds():
     start, state, metrics = _cartpole()
     _assert_trained(start, state, metrics[0])
