@@ -95,6 +95,8 @@ class Config(Generic[CoreOptions]):
     """width of the world model's, actor's and critic's hidden layers"""
     depth: int = 2
     """hidden layers of the encoder, decoder, heads, actor and critic"""
+    terminal_weight: float = 1.0
+    """weight of terminal rows in the world model's continue loss (DreamerV3: 1)"""
     replay: ReplayConfig = field(
         default_factory=lambda: ReplayConfig(
             capacity=20_000, sequence_length=32, batch_size=16, train_ratio=64.0
@@ -155,6 +157,7 @@ class Config(Generic[CoreOptions]):
             classes=self.classes,
             hidden=self.hidden,
             depth=self.depth,
+            terminal_weight=self.terminal_weight,
         )
 
     def validate(self) -> None:

@@ -188,6 +188,9 @@ class WorldModelConfig(Generic[CoreOptions]):
     """scale of the dynamics loss KL(sg(post) || prior)"""
     rep_scale: float = 0.1
     """scale of the representation loss KL(post || sg(prior))"""
+    terminal_weight: float = 1.0
+    """weight of terminal rows in the continue loss (DreamerV3: 1); above 1 the head
+    flags states near a termination sooner, where terminals are rare in the data"""
     bins: int = 255
     """number of two-hot reward bins"""
     bin_limit: float = 20.0
@@ -202,7 +205,7 @@ class WorldModelConfig(Generic[CoreOptions]):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.unimix < 1.0:
             raise ValueError(f"unimix must be in [0, 1), got {self.unimix}")
-        for name in ("free_nats", "dyn_scale", "rep_scale"):
+        for name in ("free_nats", "dyn_scale", "rep_scale", "terminal_weight"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.bins < 2:
@@ -476,7 +479,8 @@ class WorldModel(nn.Module):
         """World-model losses averaged over the valid steps (layout in the module docstring).
 
         decoder: symlog-space squared error summed over observation dims; reward: two-hot
-        cross-entropy on symlog(r); cont: Bernoulli cross-entropy; dyn, rep:
+        cross-entropy on symlog(r); cont: Bernoulli cross-entropy, terminal rows weighted
+        by ``terminal_weight``; dyn, rep:
         :func:`kl_balance_loss`.
         """
         c = self.config
@@ -492,6 +496,7 @@ class WorldModel(nn.Module):
         logit = heads.cont_logits
         # Bernoulli negative log-likelihood from logits: softplus(l) - y * l.
         cont_nll = jax.nn.softplus(logit) - cont * logit
+        cont_nll = cont_nll * jnp.where(cont == 0, c.terminal_weight, 1.0)
         kl = kl_balance_loss(
             out.post_logits, out.prior_logits, c.free_nats, c.dyn_scale, c.rep_scale
         )

@@ -4,6 +4,7 @@ sequence call against step-by-step calls, resets, imagination and losses on tiny
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -450,6 +451,27 @@ def test_loss_matches_numpy():
     ]
     np.testing.assert_allclose(losses[1:], expected, rtol=1e-4)
     np.testing.assert_allclose(total, sum(expected), rtol=1e-4)
+
+
+def test_terminal_weight_scales_the_continue_loss_of_terminal_rows_only():
+    _, params, start, fns = setup("gru")
+    obs, prev_action, is_first, reward, cont, valid = batch(0)
+    config = WorldModelConfig(
+        core=CORE_OPTIONS["gru"], latents=L, classes=C, hidden=16, depth=1, terminal_weight=3.0
+    )
+    weighted = WorldModel(config, obs_dim=D)
+    args = (start, obs, prev_action, reward, cont, is_first, valid, jax.random.key(4))
+    (_, (plain, out)), _ = fns["loss"](params, *args)
+    losses, _ = weighted.apply(params, *args, method="loss")
+    c_logit = np.asarray(fns["heads"](params, out.features).cont_logits, np.float64)
+    terminal = (np.asarray(cont) == 0) * np.asarray(valid, np.float64)
+    # -log(1 - sigmoid(l)) = log(1 + e^l) is a terminal row's loss; it counts 2 more times.
+    extra = 2.0 * (terminal * np.log1p(np.exp(c_logit))).sum() / np.asarray(valid).sum()
+    assert terminal.sum() > 0
+    np.testing.assert_allclose(losses.cont, plain.cont + extra, rtol=1e-4)
+    np.testing.assert_allclose(losses.decoder, plain.decoder, rtol=1e-6)
+    with pytest.raises(ValueError, match="terminal_weight"):
+        replace(config, terminal_weight=-1.0).validate()
 
 
 def test_flatten_time_merges_the_leading_axes_of_empty_leaves_too():
