@@ -463,7 +463,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         start = jax.lax.stop_gradient(flatten_time(out.carries))  # [N = T * B]
         # How surely the continue head recognises the terminal observations it trains on.
         terminal = (batch.cont == 0) & valid
-        seen_cont = model.apply(wm_params, out.features, method="predict").cont
+        seen_cont = model.apply(wm_params, out.features, method="continue_prob")
 
         def policy(features, key):
             return encode(actor.apply(actor_params, features).sample(seed=key))

@@ -35,7 +35,7 @@ from gymnax.environments import spaces
 from ssmrl import cores
 from ssmrl.agent import Agent, WorldModelView
 from ssmrl.config import OptimConfig
-from ssmrl.imagination import episode_inputs
+from ssmrl.imagination import check_scripted, episode_inputs
 from ssmrl.worldmodel import WorldModel, WorldModelConfig
 
 WRAPPERS = ()
@@ -92,11 +92,7 @@ class Config(Generic[CoreOptions]):
 
 def check_env(env: Any, env_params: Any) -> None:
     """ValueError (one line) unless ``env`` can give scripted episodes."""
-    if not callable(getattr(env, "scripted_episodes", None)):
-        raise ValueError(
-            f"{getattr(env, 'name', env)!r} has no scripted episodes; the world-model "
-            "trainer needs a memory-rooms task (TwoRoomsRecall, FourRoomsRecall, ...)"
-        )
+    check_scripted(env)
 
 
 class State(NamedTuple):
@@ -127,13 +123,13 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
     act_dim = int(space.n) if discrete else int(np.prod(space.shape))
     obs_dim = int(np.prod(env.observation_space(env_params).shape))
     model = WorldModel(cfg.world_model(), obs_dim)
-    rows = jax.eval_shape(
-        lambda k: env.scripted_episodes(k, env_params, 1).obs, jax.random.PRNGKey(0)
-    ).shape[0]
 
     def episodes(key):
         data = env.scripted_episodes(key, env_params, cfg.batch_size)
         return episode_inputs(data.obs, data.action, data.reward, data.is_first, act_dim)
+
+    shapes = jax.eval_shape(episodes, jax.random.PRNGKey(0))  # leaves [T, B, ...]
+    rows = shapes.obs.shape[0]
 
     def loss(params, seq, key):
         carry = model.initialize_carry(cfg.batch_size)
@@ -143,7 +139,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
 
     def init(key) -> State:
         key, key_params, key_z = jax.random.split(key, 3)
-        seq = jax.tree.map(lambda x: x[:1, :1], episodes(key_params))
+        seq = jax.tree.map(lambda x: jnp.zeros((1, 1, *x.shape[2:]), x.dtype), shapes)
         params = model.init(
             key_params, model.initialize_carry(1), seq.obs, seq.prev_action, seq.is_first, key_z
         )

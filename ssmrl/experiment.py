@@ -380,11 +380,10 @@ def imagine(
         raise ConfigError(f"context and horizons must be >= 1, got {context} and {list(horizons)}")
     name = run.settings.hparams.env
     env, env_params = envs.make(name)
-    if not callable(getattr(env, "scripted_episodes", None)):
-        raise ConfigError(
-            f"env {name} has no scripted episodes; imagination is measured on the "
-            "memory-rooms tasks (TwoRoomsRecall, FourRoomsRecall, ...)"
-        )
+    try:
+        imagination.check_scripted(env)
+    except ValueError as e:
+        raise ConfigError(f"env: {e}") from None
     data = env.scripted_episodes(jax.random.PRNGKey(seed), env_params, episodes)
     rows, longest = data.obs.shape[0], max(horizons)
     if context + longest > rows:

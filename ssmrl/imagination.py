@@ -30,6 +30,16 @@ import jax.numpy as jnp
 from ssmrl.worldmodel import Prediction, WorldModel
 
 
+def check_scripted(env: Any) -> None:
+    """ValueError (one line) unless ``env`` gives scripted episodes
+    (``env.scripted_episodes(key, params, episodes)``, as the memory-rooms tasks do)."""
+    if not callable(getattr(env, "scripted_episodes", None)):
+        raise ValueError(
+            f"{getattr(env, 'name', env)!r} has no scripted episodes; only the memory-rooms "
+            "tasks have them (TwoRoomsRecall, FourRoomsRecall, ...)"
+        )
+
+
 class Sequences(NamedTuple):
     """World-model inputs of whole episodes (`WorldModel.loss`'s layout), time-major.
 

@@ -322,6 +322,7 @@ class WorldModel(nn.Module):
     | open_loop | start carry [N], actions [H,N,A], key                       | [H,N,F]            |
     | heads     | features [...,F]                                            | Heads              |
     | predict   | features [...,F]                                            | Prediction         |
+    | continue_prob | features [...,F]                                        | [...]              |
     | loss      | carry, obs, prev_action, reward, cont, is_first, valid, key | (below)            |
 
     Sequence inputs are obs ``[T,B,O]``, prev_action ``[T,B,A]``, is_first ``[T,B]``
@@ -458,6 +459,10 @@ class WorldModel(nn.Module):
         return Heads(
             self.decoder(features), self.reward_net(features), self.cont_net(features)[..., 0]
         )
+
+    def continue_prob(self, features: jax.Array) -> jax.Array:
+        """P(continue) ``[...]`` of features ``[..., F]``: the continue head alone."""
+        return jax.nn.sigmoid(self.cont_net(features)[..., 0])
 
     def predict(self, features: jax.Array) -> Prediction:
         """The heads decoded: observation, reward (two-hot expectation, symexp), P(continue)."""

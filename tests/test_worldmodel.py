@@ -474,6 +474,15 @@ def test_terminal_weight_scales_the_continue_loss_of_terminal_rows_only():
         replace(config, terminal_weight=-1.0).validate()
 
 
+def test_continue_prob_equals_predicts_continue():
+    model, params, start, fns = setup("gru")
+    features = jax.random.normal(jax.random.key(9), (5, start.h.shape[-1] + L * C))
+    np.testing.assert_array_equal(
+        model.apply(params, features, method="continue_prob"),
+        model.apply(params, features, method="predict").cont,
+    )
+
+
 def test_flatten_time_merges_the_leading_axes_of_empty_leaves_too():
     tree = {"empty": jnp.zeros((3, 2, 0)), "full": jnp.arange(12.0).reshape(3, 2, 2)}
     flat = flatten_time(tree)
