@@ -268,10 +268,6 @@ class ImagineArgs:
 
 def imagine(args: Sequence[str]) -> int:
     """``ssmrl imagine RUN_DIR [FLAGS]``."""
-    import json
-
-    from ssmrl import imagination
-
     try:
         im = configfile.tyro_cli(ImagineArgs, args=list(args), prog="ssmrl imagine")
         run = experiment.restore(im.run_dir)
@@ -308,10 +304,7 @@ def imagine(args: Sequence[str]) -> int:
         f"imagination: {result['imagination_steps_per_s']:,.0f} steps/s "
         f"(compiled in {result['compile_s']:.1f} s)"
     )
-    path = im.run_dir / experiment.IMAGINATION_FILE
-    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    title = f"{result['env']}, {result['core']}: context {im.context}"
-    png = imagination.plot(result, path.with_suffix(".png"), title)
+    path, png = experiment.save_imagination(im.run_dir, result)
     print(f"wrote {path} and {png}")
     return 0
 

@@ -417,3 +417,16 @@ def imagine(
         "seed": seed,
         **imagination.summarise(measured),
     }
+
+
+def save_imagination(run_dir: Path, result: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write `imagine`'s ``result`` into ``run_dir`` as `IMAGINATION_FILE` and its plot
+    beside it (``imagination.png``); returns both paths."""
+    import json
+
+    from ssmrl import imagination
+
+    path = run_dir / IMAGINATION_FILE
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    title = f"{result['env']}, {result['core']}: context {result['context']}"
+    return path, imagination.plot(result, path.with_suffix(".png"), title)
