@@ -13,11 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssmrl import cli, configfile, cores, driver, envs, experiment
+from ssmrl import cli, cores, driver, envs, experiment
 from ssmrl.agents import dreamer
 from ssmrl.cores import S5Options
 from ssmrl.replay import ReplayConfig
 from ssmrl.xla import compiler_options
+from tests.resume import assert_same, interrupted_then_resumed
 
 TINY = dreamer.Config(
     env="CartPole-v1",
@@ -209,32 +210,9 @@ def test_cli_trains_evaluates_and_resumes_bit_identically(tmp_path, capsys, monk
     assert "mean return" in capsys.readouterr().out
     finished = experiment.restore(whole)
     assert finished.update == 4
-    _assert_same(finished.state, _cartpole()[1])  # the CLI trains what the tests train
+    assert_same(finished.state, _cartpole()[1])  # the CLI trains what the tests train
 
     settings = experiment.read_run_settings(whole)
-    built = experiment.build(settings)
-    config = configfile.to_dict(settings)
-
-    def stop_after_two(done, state):
-        if done == 2:
-            raise KeyboardInterrupt
-
-    part = tmp_path / "part"
-    with pytest.raises(KeyboardInterrupt):
-        driver.train(
-            built.agent, run_dir=part, run=settings.run, config=config, on_chunk=stop_after_two
-        )
-    resumed = driver.train(built.agent, run_dir=part, run=settings.run, config=config, resume=True)
+    resumed = interrupted_then_resumed(settings, tmp_path / "part", stop_at=2)
     assert resumed.updates == 4
-    _assert_same(resumed.state, finished.state)
-
-
-def _assert_same(a, b):
-    """Bit-identical leaves at the same paths."""
-    leaves = jax.tree_util.tree_leaves_with_path(a)
-    expected = jax.tree_util.tree_leaves_with_path(b)
-    assert [p for p, _ in leaves] == [p for p, _ in expected]
-    for (path, x), (_, y) in zip(leaves, expected, strict=True):
-        np.testing.assert_array_equal(
-            np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path)
-        )
+    assert_same(resumed.state, finished.state)

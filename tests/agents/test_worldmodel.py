@@ -10,10 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from ssmrl import cli, configfile, driver, envs, experiment
+from ssmrl import cli, driver, envs, experiment
 from ssmrl.agents import dreamer, worldmodel
 from ssmrl.cores import GRUOptions, S5Options
 from ssmrl.replay import ReplayConfig
+from tests.resume import assert_same, interrupted_then_resumed
 
 # A tiny S5 world model on TwoRoomsRecall (episodes of 257 observations).
 # fmt: off
@@ -79,22 +80,9 @@ def test_cli_trains_resumes_bit_identically_and_imagines(tmp_path, capsys):
     finished = experiment.restore(whole)
 
     settings = experiment.read_run_settings(whole)
-    built = experiment.build(settings)
-    config = configfile.to_dict(settings)
-
-    def stop_after_two(done, state):
-        if done == 2:
-            raise KeyboardInterrupt
-
-    part = tmp_path / "part"
-    with pytest.raises(KeyboardInterrupt):
-        driver.train(
-            built.agent, run_dir=part, run=settings.run, config=config, on_chunk=stop_after_two
-        )
-    resumed = driver.train(built.agent, run_dir=part, run=settings.run, config=config, resume=True)
+    resumed = interrupted_then_resumed(settings, tmp_path / "part", stop_at=2)
     assert resumed.updates == 4
-    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(finished.state), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_same(resumed.state, finished.state)
 
     # No policy: `ssmrl eval` points to `ssmrl imagine`.
     assert cli.main(["eval", str(whole)]) == 2
