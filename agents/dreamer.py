@@ -25,14 +25,15 @@ imagination of ``horizon`` steps with the actor from every replayed posterior st
 λ-returns over imagined rewards and continues; returns normalised by an EMA of their
 5th-95th percentile range (at least 1); the actor trained by REINFORCE with an entropy
 bonus; the critic (two-hot symlog bins) trained toward the λ-returns and toward a slow
-(EMA) copy of itself. Gradients do not flow from actor or critic into the world model.
+(EMA) copy of itself, and (weight ``replay_value``) toward λ-returns along the replayed
+sequences, whose real rewards and terminals are bootstrapped with the imagined returns.
+Gradients do not flow from actor or critic into the world model.
 
 Deviations from DreamerV3: REINFORCE also for continuous actions (DreamerV3 backpropagates
 through the dynamics there); the actor is `ssmrl.nets.PolicyHead` (a plain categorical,
 or a Gaussian with a state-independent std whose samples are clipped to the action
-bounds only when sent to the env); no replayed-value loss for the critic; imagined
-continues are the continue head's probabilities, not flags
-(`ssmrl.returns.imagined_targets`).
+bounds only when sent to the env); imagined continues are the continue head's
+probabilities, not flags (`ssmrl.returns.imagined_targets`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from ssmrl.agent import Agent, WorldModelView
 from ssmrl.config import OptimConfig, check_whole_updates
 from ssmrl.nets import MLP, PolicyHead
 from ssmrl.replay import ReplayConfig
-from ssmrl.returns import imagined_targets, percentile_scale
+from ssmrl.returns import imagined_targets, percentile_scale, replayed_targets
 from ssmrl.worldmodel import (
     Losses,
     WorldModel,
@@ -129,6 +130,9 @@ class Config(Generic[CoreOptions]):
     """EMA decay of the slow critic, once per gradient step"""
     slow_reg: float = 1.0
     """weight of the critic's loss toward the slow critic's values"""
+    replay_value: float = 0.3
+    """weight of the critic's loss on replayed sequences: λ-returns with the real rewards
+    and terminals, bootstrapped with the imagined returns (DreamerV3: 0.3; 0: off)"""
     wm_optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-4, max_grad_norm=1000.0, adam_eps=1e-8)
     )
@@ -174,8 +178,9 @@ class Config(Generic[CoreOptions]):
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.reward_scale <= 1e6:
             raise ValueError(f"reward_scale must lie in (0, 1e+06], got {self.reward_scale}")
-        if not 0.0 <= self.slow_reg <= 1e6:
-            raise ValueError(f"slow_reg must lie in [0, 1e+06], got {self.slow_reg}")
+        for name in ("slow_reg", "replay_value"):
+            if not 0.0 <= getattr(self, name) <= 1e6:
+                raise ValueError(f"{name} must lie in [0, 1e+06], got {getattr(self, name)}")
         if not 0.0 <= self.return_low < self.return_high <= 100.0:
             raise ValueError(
                 "return_low and return_high must satisfy 0 <= low < high <= 100, got "
@@ -485,6 +490,20 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         advantage = (returns - values[:-1]) / norm.scale
         features, w = img.features[:-1], weight
         slow_values = value(learner.slow_critic, features)
+        # The replayed states are the imagination's starts; their imagined returns bootstrap
+        # λ-returns along the real sequences, which see every real terminal.
+        seq_shape = batch.cont.shape  # [T, B]
+        replayed = img.features[0].reshape(*seq_shape, -1)
+        replay_returns, replay_w = replayed_targets(
+            batch.reward,
+            batch.cont,
+            batch.is_first,
+            valid,
+            returns[0].reshape(seq_shape),
+            cfg.gamma,
+            cfg.lam,
+        )
+        replay_slow = value(learner.slow_critic, replayed)
 
         def actor_loss(params):
             pi = actor.apply(params, features)
@@ -492,12 +511,16 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             loss = -(pi.log_prob(decode(img.actions)) * advantage + cfg.ent_coef * entropy)
             return jnp.mean(loss * w), jnp.mean(entropy)
 
-        def critic_loss(params):
+        def critic_nll(params, features, targets, slow):
             logits = critic.apply(params, features)
-            nll = two_hot_nll(logits, returns, bins) + cfg.slow_reg * two_hot_nll(
-                logits, slow_values, bins
+            return two_hot_nll(logits, targets, bins) + cfg.slow_reg * two_hot_nll(
+                logits, slow, bins
             )
-            return jnp.mean(nll * w)
+
+        def critic_loss(params):
+            imagined = jnp.mean(critic_nll(params, features, returns, slow_values) * w)
+            real = critic_nll(params, replayed, replay_returns, replay_slow)
+            return imagined + cfg.replay_value * jnp.mean(real * replay_w)
 
         (a_loss, entropy), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(actor_params)
         c_loss, c_grads = jax.value_and_grad(critic_loss)(learner.critic.params)

@@ -233,3 +233,53 @@ def imagined_targets(
     weight = jnp.cumprod(gamma * cont, 0) / gamma
     returns = lambda_returns(reward[1:], values[1:], cont[1:], gamma, lam)
     return returns, weight[:-1]
+
+
+def replayed_targets(
+    reward: jax.Array,
+    cont: jax.Array,
+    is_first: jax.Array,
+    valid: jax.Array,
+    boot: jax.Array,
+    gamma: float,
+    lam: float,
+) -> tuple[jax.Array, jax.Array]:
+    """λ-returns along replayed sequences, with the real rewards and terminals, bootstrapped
+    with the imagined returns from each replayed state (DreamerV3's replayed-value targets).
+
+    Row ``t`` holds state ``s_t`` with the reward ``reward[t]`` and continue flag
+    ``cont[t]`` that came with it. Within an episode
+
+    ``R[t] = reward[t+1] + gamma * cont[t+1] * ((1 - lam) * boot[t+1] + lam * R[t+1])``;
+
+    the last row, and a row whose next row starts an episode or is padding, take
+    ``R[t] = boot[t]``. Those rows, terminal rows (no value to learn) and padding weigh 0;
+    the others weigh 1, so a terminal a few steps ahead reaches the critic through the
+    real flags even where the world model's continue head misses it.
+
+    | arg      | shape  | meaning                                                  |
+    |----------|--------|----------------------------------------------------------|
+    | reward   | [T, B] | r_t, the reward that came with s_t                       |
+    | cont     | [T, B] | 0 where s_t is terminal, else 1                          |
+    | is_first | [T, B] | s_t starts an episode                                    |
+    | valid    | [T, B] | the row holds data (not padding)                         |
+    | boot     | [T, B] | the imagined λ-return from s_t (its value estimate)      |
+    | returns  | [T, B] | R[t], the target for v(s_t)                              |
+    | weight   | [T, B] | 1 where R[t] holds a real step, else 0                   |
+    """
+    dtype = jnp.result_type(boot.dtype, jnp.float32)
+    reward, cont, boot = (jnp.asarray(x, dtype) for x in (reward, cont, boot))
+    # ends[t]: nothing real follows row t within its episode and sequence.
+    ends = jnp.concatenate([is_first[1:] | ~valid[1:], jnp.ones_like(is_first[:1])], 0)
+    nxt = (reward[1:], cont[1:], boot[1:], ends[:-1], boot[:-1])
+
+    def step(next_return, inputs):
+        r, c, v, end, own = inputs
+        ahead = jnp.where(c > 0, gamma * c * ((1.0 - lam) * v + lam * next_return), 0.0)
+        ret = jnp.where(end, own, r + ahead)
+        return ret, ret
+
+    _, returns = jax.lax.scan(step, boot[-1], nxt, reverse=True)
+    returns = jnp.concatenate([returns, boot[-1:]], 0)
+    weight = (valid & (cont > 0) & ~ends).astype(dtype)
+    return returns, weight

@@ -12,6 +12,7 @@ from ssmrl.returns import (
     lambda_returns,
     next_values_from,
     percentile_scale,
+    replayed_targets,
 )
 
 GAMMA, LAM = 0.9, 0.8
@@ -469,3 +470,48 @@ def test_imagined_targets_against_a_numpy_loop():
     np.testing.assert_allclose(weight, want_w, rtol=1e-6)
     assert want_w[3, 0] == 0.0 and want_w[0, 1] == 0.0
     np.testing.assert_allclose(returns[1, 0], reward[2, 0], rtol=1e-6)  # cut at the terminal
+
+
+def replayed_loop(reward, cont, is_first, valid, boot, gamma, lam):
+    """The replayed-value targets with float64 loops over each sequence; arrays [T, B]."""
+    t_len, b_len = boot.shape
+    ret, weight = np.zeros((t_len, b_len)), np.zeros((t_len, b_len))
+    for b in range(b_len):
+        for t in reversed(range(t_len)):
+            end = t == t_len - 1 or is_first[t + 1, b] or not valid[t + 1, b]
+            if end:
+                ret[t, b] = boot[t, b]
+            elif cont[t + 1, b] == 0:  # the next state is terminal: nothing after it counts
+                ret[t, b] = reward[t + 1, b]
+            else:
+                ahead = (1 - lam) * boot[t + 1, b] + lam * ret[t + 1, b]
+                ret[t, b] = reward[t + 1, b] + gamma * cont[t + 1, b] * ahead
+            weight[t, b] = float(valid[t, b] and cont[t, b] > 0 and not end)
+    return ret, weight
+
+
+def test_replayed_targets_against_a_numpy_loop():
+    rng = np.random.default_rng(1)
+    t_len, b_len, gamma, lam = 9, 3, 0.9, 0.8
+    reward = rng.normal(size=(t_len, b_len))
+    boot = rng.normal(size=(t_len, b_len))
+    cont = np.ones((t_len, b_len))
+    is_first = np.zeros((t_len, b_len), bool)
+    valid = np.ones((t_len, b_len), bool)
+    cont[3, 0], is_first[4, 0] = 0.0, True  # sequence 0: a terminal, then a new episode
+    is_first[6, 1] = True  # sequence 1: truncated after row 5
+    valid[7:, 2] = False  # sequence 2: padding at the end
+    boot[3, 0] = np.inf  # a terminal's own value never enters a target
+    got_ret, got_w = replayed_targets(
+        *map(jnp.asarray, (reward, cont, is_first, valid, boot)), gamma, lam
+    )
+    want_ret, want_w = replayed_loop(reward, cont, is_first, valid, boot, gamma, lam)
+    finite = np.isfinite(want_ret)
+    np.testing.assert_allclose(np.asarray(got_ret)[finite], want_ret[finite], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_w, want_w)
+    # By hand: the row before a terminal gets its reward alone; the rows at an
+    # episode's or a sequence's end weigh 0, and so does the terminal itself.
+    np.testing.assert_allclose(got_ret[2, 0], reward[3, 0], rtol=1e-6)
+    assert np.all(np.isfinite(np.asarray(got_ret)[:3, 0]))
+    assert want_w[3, 0] == 0 and want_w[5, 1] == 0 and want_w[6, 2] == 0 and want_w[-1, 0] == 0
+    np.testing.assert_allclose(got_ret[5, 1], boot[5, 1], rtol=1e-6)
