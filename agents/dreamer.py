@@ -67,6 +67,9 @@ from ssmrl.worldmodel import (
     two_hot_nll,
 )
 
+RUN_LENGTH = "total_timesteps"
+"""The setting that says how long a run is (`ssmrl.experiment.extendable`)."""
+
 WRAPPERS = ("flatten", "episode_statistics")
 """The env wrappers Dreamer wants: flat observations and episode statistics (the previous
 action and the is-first flag come from the agent's own bookkeeping)."""

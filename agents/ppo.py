@@ -36,6 +36,9 @@ from ssmrl.nets import PolicyHead, ValueHead
 from ssmrl.returns import gae, next_values_from
 from ssmrl.trial_info import TRIAL_EPISODE_DONE
 
+RUN_LENGTH = "total_timesteps"
+"""The setting that says how long a run is (`ssmrl.experiment.extendable`)."""
+
 WRAPPERS = ("flatten", "previous_action_reward", "episode_statistics")
 """The env wrappers PPO wants (`ssmrl.envs.make_for_agent`): flat observations with the
 previous action, reward and an is-first flag appended, and episode statistics."""

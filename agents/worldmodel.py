@@ -38,6 +38,9 @@ from ssmrl.config import OptimConfig
 from ssmrl.imagination import check_scripted, episode_inputs
 from ssmrl.worldmodel import WorldModel, WorldModelConfig
 
+RUN_LENGTH = "updates"
+"""The setting that says how long a run is (`ssmrl.experiment.extendable`)."""
+
 WRAPPERS = ()
 """No wrappers: the trainer calls the env's own ``scripted_episodes``."""
 

@@ -311,11 +311,14 @@ def _holds_a_run(run_dir: Path) -> bool:
     return (run_dir / CONFIG_FILE).exists() or (metrics.exists() and metrics.stat().st_size > 0)
 
 
-def same_settings_as(config: Mapping | None, run_dir: Path) -> Callable[[int, dict], None]:
+def same_settings_as(
+    config: Mapping | None, run_dir: Path, may_differ: tuple[str, ...] = ()
+) -> Callable[[int, dict], None]:
     """A ``check_meta`` for `Checkpointer.restore_newest`: `RunError` when a checkpoint was
-    saved with other settings than ``config`` (`RESUMABLE` ones aside; equal NaNs are
-    equal), which happens when a run's config.yaml is edited. A key the checkpoint does
-    not record is a setting added to ssmrl after it was saved: it does not count."""
+    saved with other settings than ``config`` (`RESUMABLE` ones and ``may_differ`` aside;
+    equal NaNs are equal), which happens when a run's config.yaml is edited. A key the
+    checkpoint does not record is a setting added to ssmrl after it was saved: it does
+    not count."""
 
     def check(update: int, meta: dict) -> None:
         saved = meta.get("config")
@@ -323,7 +326,9 @@ def same_settings_as(config: Mapping | None, run_dir: Path) -> Callable[[int, di
             return
         recorded = configfile.flat(saved)
         keys_changed = [
-            k for k in configfile.changed(saved, config) if k not in RESUMABLE and k in recorded
+            k
+            for k in configfile.changed(saved, config)
+            if k not in RESUMABLE and k not in may_differ and k in recorded
         ]
         if keys_changed:
             raise RunError(
@@ -335,11 +340,13 @@ def same_settings_as(config: Mapping | None, run_dir: Path) -> Callable[[int, di
     return check
 
 
-def _start(ckpt: Checkpointer, init_seeds, keys, resume: bool, config, console) -> tuple:
+def _start(
+    ckpt: Checkpointer, init_seeds, keys, resume: bool, config, console, may_differ=()
+) -> tuple:
     """``(runner [seeds], updates done)``: the newest readable checkpoint's state, or a
     fresh one. Refuses to start over where checkpoints exist (`FileExistsError`), and to
     resume a checkpoint saved with other settings than ``config`` (`RunError`;
-    `RESUMABLE` run settings aside)."""
+    `RESUMABLE` run settings and ``may_differ`` aside)."""
     run_dir = ckpt.directory.parent
     if not resume:
         if ckpt.latest is not None:
@@ -352,7 +359,8 @@ def _start(ckpt: Checkpointer, init_seeds, keys, resume: bool, config, console) 
 
     try:
         template = jax.eval_shape(init_seeds, keys)
-        runner, done, skipped = ckpt.restore_newest(template, same_settings_as(config, run_dir))
+        check = same_settings_as(config, run_dir, may_differ)
+        runner, done, skipped = ckpt.restore_newest(template, check)
     except CheckpointError as e:
         raise RunError(str(e)) from None
     if skipped:
@@ -409,6 +417,7 @@ def train(
     console: Console | None = None,
     resume_command: str | None = None,
     on_chunk: Callable[[int, Any], None] | None = None,
+    may_differ: tuple[str, ...] = (),
 ) -> Summary:
     """Train ``run.seeds`` seeds of ``agent`` for ``agent.num_updates`` updates into ``run_dir``.
 
@@ -424,6 +433,8 @@ def train(
         console: where the progress bar and messages go (default: stderr).
         resume_command: the command that continues this run, shown on Ctrl-C.
         on_chunk: called as ``on_chunk(updates_done, runner)`` after every chunk.
+        may_differ: config keys besides `RESUMABLE` that may differ from a checkpoint's
+            (a run's length, where nothing trained depends on it: `ssmrl.experiment`).
 
     Before compiling, a run whose state and ``agent.memory_bytes`` clearly exceed the
     device's memory is refused; a fresh run that stops (error or Ctrl-C) before its first
@@ -463,14 +474,14 @@ def train(
             )
     ckpt = Checkpointer(checkpoints, max_to_keep=run.keep_checkpoints)
     try:
-        runner, done = _start(ckpt, init_seeds, keys, resume, config, console)
+        runner, done = _start(ckpt, init_seeds, keys, resume, config, console, may_differ)
     except BaseException:
         ckpt.close()
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     fresh = done == 0
-    if fresh and config is not None:
+    if config is not None:  # on resume too: the run goes on with these settings
         configfile.write_yaml(config, run_dir / CONFIG_FILE)
     headline = agent.headline
     label = "return" if headline == "mean_return" else headline

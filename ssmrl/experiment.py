@@ -173,13 +173,41 @@ def changed_keys(before: Settings, after: Settings) -> list[str]:
     return configfile.changed(configfile.to_dict(before), configfile.to_dict(after))
 
 
+def extendable(settings: Settings) -> tuple[str, ...]:
+    """The keys besides `RESUMABLE` that may change on resume: the agent's run length
+    (its module's ``RUN_LENGTH``), unless a learning rate anneals over it. Training up to
+    the saved length then goes as it went, so a finished run can be trained further."""
+    key = getattr(agent_module(settings.agent), "RUN_LENGTH", None)
+    flat = configfile.flat(configfile.to_dict(settings))
+    anneals = any(v is True for k, v in flat.items() if k.split(".")[-1] == "anneal_lr")
+    return () if key is None or anneals else (key,)
+
+
+def _changes(saved: Settings, settings: Settings) -> list[str]:
+    """The changed keys that a resume may not change; `ConfigError` for a shorter run."""
+    grow = extendable(saved)
+    for key in grow:
+        before, after = getattr(saved.hparams, key), getattr(settings.hparams, key)
+        if after < before:
+            raise ConfigError(f"{key} may only grow when a run is continued ({before} saved)")
+    return [k for k in changed_keys(saved, settings) if k not in RESUMABLE + grow]
+
+
 def check_resume(saved: Settings, settings: Settings, run_dir: Path) -> None:
-    """`ConfigError` unless ``settings`` differ from the saved ones in `RESUMABLE` keys only."""
-    changed = [k for k in changed_keys(saved, settings) if k not in RESUMABLE]
+    """`ConfigError` unless ``settings`` differ from the saved ones in `RESUMABLE` keys
+    and a longer run (`extendable`) only."""
+    changed = _changes(saved, settings)
     if changed:
+        allowed = ", ".join(RESUMABLE + extendable(saved))
+        length = getattr(agent_module(saved.agent), "RUN_LENGTH", None)
+        why = (
+            f"; {length} cannot change: a learning rate anneals over it (anneal_lr)"
+            if length in changed
+            else ""
+        )
         raise ConfigError(
             f"--resume continues {run_dir} with its saved settings; cannot change "
-            f"{', '.join(changed)} (only {', '.join(RESUMABLE)} may change)"
+            f"{', '.join(changed)} (only {allowed} may change){why}"
         )
 
 
@@ -223,14 +251,14 @@ def train(
 
     Returns ``(trained, driver.Summary)``. With ``same_settings``, a run directory whose
     saved settings differ from ``settings`` raises `ConfigError` (scripts that reuse
-    finished runs must not mix two runs).
+    finished runs must not mix two runs); a longer run (`extendable`) continues it.
     """
     from ssmrl import driver
 
     # Read back over the code defaults, so that a setting added since the run was saved
     # (at its default) does not make the run look different.
     if same_settings and (run_dir / CONFIG_FILE).is_file():
-        changed = changed_keys(read_run_settings(run_dir), settings)
+        changed = _changes(read_run_settings(run_dir), settings)
         if changed:
             raise ConfigError(
                 f"{run_dir} holds a run with other settings ({', '.join(changed)}); "
@@ -244,6 +272,7 @@ def train(
         config=configfile.to_dict(settings),
         resume=resume,
         resume_command=resume_command,
+        may_differ=extendable(settings),
     )
     return Trained(settings, built, summary.state, summary.updates), summary
 
@@ -287,7 +316,7 @@ def restore(run_dir: Path) -> Trained:
         if ckpt.latest is None:
             raise ConfigError(f"{run_dir}: no checkpoints to evaluate")
         try:
-            same = same_settings_as(configfile.to_dict(settings), run_dir)
+            same = same_settings_as(configfile.to_dict(settings), run_dir, extendable(settings))
             state, update, skipped = ckpt.restore_newest(template, same)
         except CheckpointError as e:
             raise ConfigError(str(e)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,29 @@ def test_resume_keeps_the_saved_settings(tmp_path, capsys):
     assert "drop --config" in capsys.readouterr().err
     assert cli.main(["train", "ppo", "--resume", str(tmp_path / "nowhere")]) == 2
     assert _snapshot(run_dir) == before
+
+
+def test_resume_may_lengthen_a_run_unless_its_learning_rate_anneals(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    hp = ppo.Config()
+    saved = experiment.Settings(agent="ppo", hparams=hp, run=driver.RunConfig())
+    assert experiment.extendable(saved) == ("total_timesteps",)
+    longer = str(2 * hp.total_timesteps)
+    configfile.write_yaml(saved, run_dir / "config.yaml")
+    parsed, _, resuming = cli._parse_train(
+        "ppo", ["--resume", str(run_dir), "--total-timesteps", longer]
+    )
+    assert resuming and parsed.hparams.total_timesteps == int(longer)
+    shorter = str(hp.total_timesteps // 2)
+    assert cli.main(["train", "ppo", "--resume", str(run_dir), "--total-timesteps", shorter]) == 2
+    assert "total_timesteps may only grow" in capsys.readouterr().err
+
+    annealed = replace(hp, optim=replace(hp.optim, anneal_lr=True))
+    configfile.write_yaml(replace(saved, hparams=annealed), run_dir / "config.yaml")
+    assert cli.main(["train", "ppo", "--resume", str(run_dir), "--total-timesteps", longer]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change total_timesteps" in err and "anneals" in err
 
 
 def test_failures_in_training_give_non_zero_exit(tmp_path, capsys, monkeypatch):

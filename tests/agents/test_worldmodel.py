@@ -84,6 +84,16 @@ def test_cli_trains_resumes_bit_identically_and_imagines(tmp_path, capsys):
     assert resumed.updates == 4
     assert_same(resumed.state, finished.state)
 
+    # A finished 2-update run trained on to 4 updates is the 4-update run.
+    short = tmp_path / "short"
+    two = [*FLAGS[: FLAGS.index("--updates")], "--updates", "2", *FLAGS[FLAGS.index("--seeds") :]]
+    assert cli.main(["train", "worldmodel", *two, "--run-dir", str(short)]) == 0
+    assert cli.main(["train", "worldmodel", "--resume", str(short), "--updates", "4"]) == 0
+    assert_same(experiment.restore(short).state, finished.state)
+    assert experiment.read_run_settings(short).hparams.updates == 4
+    assert cli.main(["train", "worldmodel", "--resume", str(short), "--updates", "3"]) == 2
+    assert "updates may only grow" in capsys.readouterr().err
+
     # No policy: `ssmrl eval` points to `ssmrl imagine`.
     assert cli.main(["eval", str(whole)]) == 2
     assert "ssmrl imagine" in capsys.readouterr().err
