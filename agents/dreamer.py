@@ -12,11 +12,8 @@ The world model is `ssmrl.worldmodel.WorldModel` whose backbone is ``core`` (S5 
 default; GRU gives the classic RSSM, MLP a memoryless control).
 
 Acting and replay. Each env step writes one `Step` per env into the replay buffer (in the
-state). Gymnax resets automatically, so when an episode ends the next step shows its last
-observation (``info["final_observation"]``, with its reward and ``cont = 1 - terminated``)
-and the step after shows the new episode's first observation without stepping the env
-(its action is ignored): DreamerV3's reset step, counted as an env step as DreamerV3
-does. Every episode thus lies whole in the replay, its terminal observation included.
+state). The envs are stepped by `ssmrl.collect`, so every episode lies whole in the
+replay, its terminal observation included (DreamerV3's reset step).
 
 Training. After the env steps, when every env has ``sequence_length`` steps stored, the
 update runs the gradient steps the train ratio owes (`ssmrl.replay.updates_due`; none are
@@ -49,7 +46,7 @@ import optax
 from flax.training.train_state import TrainState
 from gymnax.environments import spaces
 
-from ssmrl import cores, replay
+from ssmrl import collect, cores, replay
 from ssmrl.agent import Agent, WorldModelView
 from ssmrl.config import OptimConfig, check_whole_updates
 from ssmrl.nets import MLP, PolicyHead
@@ -241,22 +238,11 @@ class Learner(NamedTuple):
 
 
 class State(NamedTuple):
-    """Everything that carries from one update to the next (one seed; ``E`` envs).
-
-    ``obs``, ``reward``, ``cont``, ``first`` describe the row the next step writes;
-    ``last [E]`` marks an episode's last observation (the next step shows ``next_first``,
-    the new episode's first observation, without stepping the env).
-    """
+    """Everything that carries from one update to the next (one seed; ``E`` envs)."""
 
     learner: Learner
     replay: replay.ReplayState
-    env_state: Any
-    obs: jax.Array
-    reward: jax.Array
-    cont: jax.Array
-    first: jax.Array
-    last: jax.Array
-    next_first: jax.Array
+    envs: collect.Rows
     carry: ActCarry
     env_steps: jax.Array
     key: jax.Array
@@ -294,22 +280,6 @@ class Metrics(NamedTuple):
     return_scale: jax.Array
     terminal_cont: jax.Array  # mean P(continue) the model gives replayed terminal rows
     terminals: jax.Array  # replayed terminal rows those are over (0: terminal_cont is 0)
-
-
-class Episodes(NamedTuple):
-    """Episode ends of one env step, ``[E]``."""
-
-    ended: jax.Array
-    returns: jax.Array
-
-
-def _where(flag: jax.Array, a: Any, b: Any) -> Any:
-    """``a`` where ``flag [E]`` else ``b``, leaf by leaf (leaves ``[E, ...]``)."""
-
-    def pick(x, y):
-        return jnp.where(flag.reshape(-1, *(1,) * (jnp.ndim(x) - 1)), x, y)
-
-    return jax.tree.map(pick, a, b)
 
 
 def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
@@ -399,20 +369,10 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
             return_low=jnp.zeros(()),
             return_high=jnp.zeros(()),
         )
-        obs, env_state = jax.vmap(env.reset, (0, None))(
-            jax.random.split(key_env, n_envs), env_params
-        )
-        obs = obs.astype(jnp.float32)
         state = State(
             learner=learner,
             replay=replay.init(rcfg, example, n_envs),
-            env_state=env_state,
-            obs=obs,
-            reward=jnp.zeros(n_envs),
-            cont=jnp.ones(n_envs),
-            first=jnp.ones(n_envs, bool),
-            last=jnp.zeros(n_envs, bool),
-            next_first=obs,
+            envs=collect.reset(env, env_params, key_env, n_envs),
             carry=initial_carry(n_envs),
             env_steps=jnp.zeros((), jnp.int32),
             key=key,
@@ -420,40 +380,27 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         # Strongly typed leaves, as update returns them, so that jit compiles update once.
         return jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), state)
 
-    def env_step(state: State, _) -> tuple[State, Episodes]:
+    def env_step(state: State, _) -> tuple[State, collect.Episodes]:
         key, key_act, key_env = jax.random.split(state.key, 3)
-        carry, action = act(policy_params(state), state.carry, state.obs, state.first, key_act)
+        rows = state.envs
+        carry, action = act(policy_params(state), state.carry, rows.obs, rows.first, key_act)
         row = Step(
-            obs=state.obs,
+            obs=rows.obs,
             prev_action=state.carry.action,
-            reward=state.reward,
-            cont=state.cont,
-            is_first=state.first,
+            reward=rows.reward,
+            cont=rows.cont,
+            is_first=rows.first,
         )
-        obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(key_env, n_envs), state.env_state, action, env_params
-        )
-        obs = obs.astype(jnp.float32)
-        reset = state.last  # show the new episode's first observation; the env is not stepped
-        done = (terminated | truncated) & ~reset
-        ended = info.get("returned_episode", jnp.zeros(n_envs, bool)) & ~reset
-        episode_return = info.get("episode_return", jnp.zeros(n_envs))
-        final_obs = info["final_observation"].astype(jnp.float32)
+        rows, episodes = collect.step(env, env_params, rows, action, key_env, cfg.reward_scale)
         state = State(
             learner=state.learner,
             replay=replay.add(state.replay, row),
-            env_state=_where(reset, state.env_state, env_state),
-            obs=_where(reset, state.next_first, _where(done, final_obs, obs)),
-            reward=jnp.where(reset, 0.0, cfg.reward_scale * jnp.asarray(reward, jnp.float32)),
-            cont=jnp.where(reset, 1.0, 1.0 - terminated.astype(jnp.float32)),
-            first=reset,
-            last=done,
-            next_first=_where(done, obs, state.next_first),
+            envs=rows,
             carry=carry,
             env_steps=state.env_steps + n_envs,
             key=key,
         )
-        return state, Episodes(ended, jnp.where(ended, episode_return, 0.0))
+        return state, episodes
 
     def train_step(learner: Learner, buffer: replay.ReplayState, key) -> tuple[Learner, TrainInfo]:
         """One gradient step of the world model, actor and critic on a replayed batch."""

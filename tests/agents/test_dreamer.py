@@ -154,7 +154,7 @@ def test_replay_holds_whole_terminated_episodes():
     np.testing.assert_array_equal(first[..., 1:], cont[..., :-1] == 0)
     np.testing.assert_array_equal(reward, np.where(first, 0.0, 1.0))
     ended = sum(int(m.episodes.sum()) for m in metrics)
-    assert ended == int((cont == 0).sum() + np.asarray(state.last).sum())
+    assert ended == int((cont == 0).sum() + np.asarray(state.envs.last).sum())
     one_hot = np.asarray(rows.prev_action[..., :32, :])[~first]
     np.testing.assert_array_equal(one_hot.sum(-1), 1.0)
 
