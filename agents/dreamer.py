@@ -307,6 +307,10 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         return replay.updates_due(env_steps, rcfg.train_ratio, rcfg.batch_steps)
 
     grad_steps = max(1, owed(cfg.total_timesteps))
+    # Built once, so every state's TrainStates hold the same (static) optimisers.
+    wm_tx, actor_tx, critic_tx = (
+        optim.build(grad_steps) for optim in (cfg.wm_optim, cfg.actor_optim, cfg.critic_optim)
+    )
 
     def encode(action):
         """Env actions ``[N]`` int or ``[N, A]`` -> the world model's ``[N, A]``."""
@@ -356,15 +360,13 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         features = jnp.zeros((1, feature_dim))
         critic_params = critic.init(key_critic, features)
 
-        def train_state(module, params, optim):
-            return TrainState.create(
-                apply_fn=module.apply, params=params, tx=optim.build(grad_steps)
-            )
+        def train_state(module, params, tx):
+            return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
 
         learner = Learner(
-            wm=train_state(model, wm_params, cfg.wm_optim),
-            actor=train_state(actor, actor.init(key_actor, features), cfg.actor_optim),
-            critic=train_state(critic, critic_params, cfg.critic_optim),
+            wm=train_state(model, wm_params, wm_tx),
+            actor=train_state(actor, actor.init(key_actor, features), actor_tx),
+            critic=train_state(critic, critic_params, critic_tx),
             slow_critic=critic_params,
             return_low=jnp.zeros(()),
             return_high=jnp.zeros(()),
@@ -536,6 +538,8 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         wrappers=WRAPPERS,
         memory_bytes=memory_estimate(cfg, env, env_params),
         world_model=WorldModelView(model, lambda state: state.learner.wm.params, act_dim),
+        num_envs=n_envs,
+        env_fields=("replay", "envs", "carry"),
     )
 
 

@@ -400,6 +400,8 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         steps_per_update=cfg.steps_per_update,
         wrappers=WRAPPERS,
         memory_bytes=memory_estimate(cfg, env, env_params),
+        num_envs=cfg.num_envs,
+        env_fields=("env_state", "obs", "reset", "carry"),
     )
 
 

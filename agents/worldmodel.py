@@ -140,13 +140,14 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         losses, _ = model.apply(params, carry, *seq, valid, key, method="loss")
         return losses.total, losses
 
+    tx = cfg.optim.build(cfg.updates)
+
     def init(key) -> State:
         key, key_params, key_z = jax.random.split(key, 3)
         seq = jax.tree.map(lambda x: jnp.zeros((1, 1, *x.shape[2:]), x.dtype), shapes)
         params = model.init(
             key_params, model.initialize_carry(1), seq.obs, seq.prev_action, seq.is_first, key_z
         )
-        tx = cfg.optim.build(cfg.updates)
         return State(TrainState.create(apply_fn=model.apply, params=params, tx=tx), key)
 
     def update(state: State) -> tuple[State, Metrics]:

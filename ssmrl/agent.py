@@ -20,6 +20,9 @@ function in the `Agent` is pure and works on ONE seed; the driver vmaps over see
 |                    | the state (rollouts, activations), one seed      |
 | ``headline``       | the metric the driver plots and shows            |
 | ``world_model``    | `WorldModelView` of an agent that has one, else None |
+| ``num_envs``       | int: envs per seed stepped in parallel (0: none) |
+| ``env_fields``     | the state's fields whose leaves are per env, the |
+|                    | env axis first: split over devices (`ssmrl.scale`) |
 
 | array    | shape (one seed) |
 |----------|------------------|
@@ -68,3 +71,5 @@ class Agent(NamedTuple):
     memory_bytes: int = 0
     headline: str = "mean_return"
     world_model: WorldModelView | None = None
+    num_envs: int = 0
+    env_fields: tuple[str, ...] = ()

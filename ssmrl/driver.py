@@ -43,7 +43,7 @@ from rich.progress import (
 from rich.table import Column
 from rich.text import Text
 
-from ssmrl import configfile
+from ssmrl import configfile, scale
 from ssmrl.agent import Agent
 from ssmrl.checkpoint import Checkpointer, CheckpointError
 from ssmrl.configfile import ConfigError
@@ -62,8 +62,16 @@ METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "learning_curve.png"
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "unreadable-checkpoints"
-RESUMABLE = ("chunk", "checkpoint_every", "keep_checkpoints", "tensorboard", "fast_compile")
-"""Run settings that may change when a run is resumed (they do not change what is trained)."""
+RESUMABLE = (
+    "chunk",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "tensorboard",
+    "fast_compile",
+    "devices",
+)
+"""Run settings that may change when a run is resumed (they do not change what is trained;
+other device counts change the order of float sums only)."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +92,15 @@ class RunConfig:
     """also write TensorBoard scalars into the run directory (needs tensorboardX)"""
     fast_compile: bool = False
     """compile with XLA's backend optimisations off: a quicker start, slower updates"""
+    devices: int = 0
+    """devices the env batch is split over (`ssmrl.scale`; 0: every device)"""
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
         for name in ("seeds", "chunk", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        scale.device_count(self.devices)
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
@@ -120,13 +131,20 @@ def seed_keys(seed: int, seeds: int) -> jax.Array:
 
 @functools.lru_cache(maxsize=16)
 def compiled(
-    init: Callable, update: Callable, num_updates: int, chunk: int, fast_compile: bool = False
+    init: Callable,
+    update: Callable,
+    num_updates: int,
+    chunk: int,
+    fast_compile: bool = False,
+    placement: scale.Placement | None = None,
 ):
     """``(init [seeds] -> runner, run_chunk(runner, start) -> (runner, metrics [chunk, seeds]))``.
 
     Both are jitted and cached per argument tuple, so runs that share an agent share
     compiled code. Steps of the last chunk past ``num_updates`` are skipped by a
-    ``lax.cond``, so every chunk runs the same compiled program.
+    ``lax.cond``, so every chunk runs the same compiled program. ``placement`` splits the
+    runner's env batch over several devices (`ssmrl.scale`); without it, everything runs
+    on the default device.
     """
     update_seeds = jax.vmap(update)
 
@@ -142,9 +160,20 @@ def compiled(
         return jax.lax.scan(body, runner, jnp.arange(chunk))
 
     options = compiler_options(fast_compile)
+    if placement is None:
+        return (
+            jax.jit(jax.vmap(init), compiler_options=options),
+            jax.jit(run_chunk, compiler_options=options),
+        )
+    state, whole = placement.shardings(jax.eval_shape(jax.vmap(init), seed_keys(0, 1)))
     return (
-        jax.jit(jax.vmap(init), compiler_options=options),
-        jax.jit(run_chunk, compiler_options=options),
+        jax.jit(jax.vmap(init), out_shardings=state, compiler_options=options),
+        jax.jit(
+            run_chunk,
+            in_shardings=(state, whole),
+            out_shardings=(state, whole),
+            compiler_options=options,
+        ),
     )
 
 
@@ -455,7 +484,14 @@ def train(
     run_dir = Path(run_dir)
     num_updates, steps_per_update = agent.num_updates, agent.steps_per_update
     chunk = min(run.chunk, num_updates)
-    init_seeds, run_chunk = compiled(agent.init, agent.update, num_updates, chunk, run.fast_compile)
+    try:
+        devices = scale.device_count(run.devices)
+        placement = scale.Placement.of(agent, devices) if devices > 1 else None
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    init_seeds, run_chunk = compiled(
+        agent.init, agent.update, num_updates, chunk, run.fast_compile, placement
+    )
     keys = seed_keys(run.seed, run.seeds)
     check_memory(agent, init_seeds, keys)
     for parent in [run_dir, *run_dir.parents]:
@@ -475,6 +511,8 @@ def train(
     ckpt = Checkpointer(checkpoints, max_to_keep=run.keep_checkpoints)
     try:
         runner, done = _start(ckpt, init_seeds, keys, resume, config, console, may_differ)
+        if placement is not None:  # a restored state arrives as the checkpoint holds it
+            runner = jax.device_put(runner, placement.shardings(runner)[0])
     except BaseException:
         ckpt.close()
         if created:

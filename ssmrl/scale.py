@@ -1,0 +1,89 @@
+"""Training over several devices: the env batch split across a one-axis device mesh.
+
+The driver vmaps an agent over seeds, so every state leaf is ``[S, ...]``. The leaves an
+agent names as per-env (`ssmrl.agent.Agent`'s ``env_fields``, with the env axis
+``[S, E, ...]`` right after the seeds) are split along ``E`` over the mesh's devices;
+every other leaf (parameters, optimiser states, keys, counters) is replicated. XLA's
+partitioner then runs each device's envs where they live, and turns every mean over the
+env batch (the losses, hence the gradients) into a mean across the mesh, so all devices
+apply the same averaged update to the same replicated parameters. The program is the
+one-device program; only the order of float sums changes.
+
+```python
+placement = scale.Placement.of(agent, scale.device_count(run.devices))  # 0: every device
+state_shardings, replicated = placement.shardings(jax.eval_shape(init_seeds, keys))
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ssmrl.agent import Agent
+
+AXIS = "envs"
+"""The name of the mesh's one axis."""
+
+
+def device_count(requested: int) -> int:
+    """The devices a run uses: ``requested``, or every device for 0 (`ValueError` when
+    there are fewer)."""
+    available = jax.device_count()
+    if requested < 0:
+        raise ValueError(f"devices must be >= 0 (0: all {available}), got {requested}")
+    if requested > available:
+        raise ValueError(f"devices={requested} but only {available} device(s) are visible")
+    return requested or available
+
+
+class Placement(NamedTuple):
+    """Where a run's seeds-batched state lives: ``devices`` devices, the leaves of
+    ``env_fields`` whose second axis has ``num_envs`` entries split along it (hashable,
+    so compiled programs can be cached per placement)."""
+
+    devices: int
+    num_envs: int
+    env_fields: tuple[str, ...]
+
+    @classmethod
+    def of(cls, agent: Agent, devices: int) -> Placement:
+        """The placement of ``agent`` on ``devices`` devices; `ValueError` unless its env
+        batch splits evenly over them."""
+        if devices > 1 and (not agent.env_fields or agent.num_envs < 1):
+            raise ValueError(
+                f"devices={devices}: this agent keeps no env batch to split; use --devices 1"
+            )
+        if devices > 1 and agent.num_envs % devices:
+            raise ValueError(
+                f"num_envs={agent.num_envs} does not divide over devices={devices}; use a "
+                f"multiple of {devices} envs or a divisor of {agent.num_envs} devices"
+            )
+        return cls(devices, agent.num_envs, tuple(agent.env_fields))
+
+    def mesh(self) -> Mesh:
+        """A one-axis mesh (`AXIS`) over the first ``devices`` devices."""
+        return Mesh(np.asarray(jax.devices()[: self.devices]), (AXIS,))
+
+    def shardings(self, state: Any) -> tuple[Any, NamedSharding]:
+        """``(state shardings, replicated)`` for a seeds-batched state (arrays or shapes
+        ``[S, ...]``, a NamedTuple): leaves of ``env_fields`` whose second axis is the
+        env batch are split along it, everything else is replicated."""
+        device_mesh = self.mesh()
+        whole = NamedSharding(device_mesh, PartitionSpec())
+        split = NamedSharding(device_mesh, PartitionSpec(None, AXIS))
+
+        def leaf(x):
+            return split if len(x.shape) >= 2 and x.shape[1] == self.num_envs else whole
+
+        unknown = set(self.env_fields) - set(state._fields)
+        if unknown:
+            raise ValueError(f"env_fields {sorted(unknown)} are not fields of {type(state)}")
+        fields = {
+            name: jax.tree.map(leaf if name in self.env_fields else lambda _: whole, value)
+            for name, value in state._asdict().items()
+        }
+        return type(state)(**fields), whole
