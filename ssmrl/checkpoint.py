@@ -84,6 +84,20 @@ def _stored(state: Any) -> Any:
     return jax.tree.map(lambda x: None if _empty(x) else x, state)
 
 
+def _target(template: Any) -> Any:
+    """``template`` as shapes with shardings: its own, or the first local device's. A
+    checkpoint saved over other devices (another count, other hosts) is read into them."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def leaf(x):
+        if x is None:
+            return None
+        sharding = getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding or device)
+
+    return jax.tree.map(leaf, template)
+
+
 class Checkpointer:
     """Numbered checkpoints (by update) in one directory, keeping the newest ``max_to_keep``."""
 
@@ -136,7 +150,7 @@ class Checkpointer:
             out = self._manager.restore(
                 update,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(_stored(template)),
+                    state=ocp.args.StandardRestore(_target(_stored(template))),
                     meta=ocp.args.JsonRestore(),
                 ),
             )

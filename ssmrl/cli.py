@@ -43,8 +43,36 @@ TRAIN_DESCRIPTION = (
     "--config YAML file < flags. `--core NAME` (or --core.name) picks the memory core "
     "({cores}); the core options listed are the chosen core's: `--core gru --help` lists "
     "the GRU's. The run directory receives config.yaml, metrics.jsonl, checkpoints/ and "
-    "learning_curve.png."
+    "learning_curve.png. `--devices N` splits the env batch over N devices (0: all). A "
+    "run over several hosts starts one process per host with --coordinator HOST:PORT "
+    "--num-processes N --process-id I (or none of them under SLURM or Open MPI)."
 )
+
+
+def _cluster_flags(args: list[str]) -> tuple[list[str], dict]:
+    """``args`` without the multi-process flags (`ssmrl.scale.CLUSTER_FLAGS`), and their
+    values as `ssmrl.scale.initialize` keywords."""
+    from ssmrl import scale
+
+    rest, found = [], {}
+    i = 0
+    while i < len(args):
+        name, eq, value = args[i].partition("=")
+        if name in scale.CLUSTER_FLAGS:
+            if not eq:
+                if i + 1 >= len(args):
+                    raise ConfigError(f"{name} needs a value")
+                value, i = args[i + 1], i + 1
+            key = name[2:].replace("-", "_")
+            if key != "coordinator":
+                if not value.lstrip("-").isdigit():
+                    raise ConfigError(f"{name} must be a whole number, got {value!r}")
+                value = int(value)
+            found[key] = value
+        else:
+            rest.append(args[i])
+        i += 1
+    return rest, found
 
 
 @dataclass(frozen=True)
@@ -116,10 +144,15 @@ def _parse_train(name: str, args: Sequence[str]) -> tuple[experiment.Settings, P
         if parsed.run_dir is not None and parsed.run_dir.resolve() != Path(resume).resolve():
             raise ConfigError("--run-dir and --resume name different directories; drop --run-dir")
         return parsed, Path(resume), True
+    import jax
+
+    if jax.process_count() > 1 and parsed.run_dir is None:
+        raise ConfigError("a run over several processes needs --run-dir, on a disk all can see")
     run_dir = parsed.run_dir or experiment.default_run_dir(parsed)
     if run_dir.exists() and not run_dir.is_dir():  # a file further up: the driver says so
         raise ConfigError(f"--run-dir {run_dir} is a file; name a new or empty directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    # Other processes may find it already made by process 0, which checks for them all.
+    if jax.process_index() == 0 and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"run directory {run_dir} exists and is not empty; choose another --run-dir, "
             f"or continue that run with --resume {shlex.quote(str(run_dir))}"
@@ -141,14 +174,25 @@ def train(args: Sequence[str]) -> int:
         return 0 if args else 2
     name, args = args[0], list(args[1:])
     try:
+        from ssmrl import scale
+
+        args, cluster = _cluster_flags(args)
+        try:  # before anything touches a device (importing gymnax does)
+            scale.initialize(**cluster)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         experiment.agent_module(name)
         parsed, run_dir, resuming = _parse_train(name, args)
     except ConfigError as e:
         fail(str(e))
 
+    import jax
+
     from ssmrl import driver
 
-    print(f"run directory: {run_dir}")
+    primary = jax.process_index() == 0  # of a multi-process run, only process 0 reports
+    if primary:
+        print(f"run directory: {run_dir}")
     try:
         _, summary = experiment.train(
             parsed,
@@ -163,6 +207,8 @@ def train(args: Sequence[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    if not primary:
+        return 0
     seeds = parsed.run.seeds
     over = f"mean over {seeds} seed{'s' if seeds > 1 else ''}"
     if summary.headline == "mean_return":

@@ -100,7 +100,8 @@ class RunConfig:
         for name in ("seeds", "chunk", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        scale.device_count(self.devices)
+        if self.devices < 0:
+            raise ValueError(f"devices must be >= 0 (0: every device), got {self.devices}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
@@ -262,26 +263,37 @@ def _records(
 
 
 class _Log:
-    """Where a run's metrics go: metrics.jsonl, the learning curve, TensorBoard."""
+    """Where a run's metrics go: metrics.jsonl, the learning curve, TensorBoard; of a
+    multi-process run, only process 0 writes them (``primary``)."""
 
-    def __init__(self, run_dir: Path, run: RunConfig, done: int, console: Console, headline: str):
+    def __init__(
+        self,
+        run_dir: Path,
+        run: RunConfig,
+        done: int,
+        console: Console,
+        headline: str,
+        primary: bool = True,
+    ):
         self.path, self.plot_path, self.name = (
             run_dir / METRICS_FILE,
             run_dir / PLOT_FILE,
             run_dir.name,
         )
-        self.headline = headline
-        records = truncate(self.path, done)
+        self.headline, self.primary = headline, primary
+        records = truncate(self.path, done) if primary else []
         steps, values = returns_matrix(records, headline) if records else ([], [])
         self.steps, self.returns = list(steps), list(values)
         finite = [r[headline] for r in records if r[headline] is not None]
         self.last_return = finite[-1] if finite else None
-        self.writer = MetricsWriter(self.path)
-        self.tb = _tensorboard(run_dir / "tensorboard", console) if run.tensorboard else None
+        self.writer = MetricsWriter(self.path) if primary else None
+        tensorboard = run.tensorboard and primary
+        self.tb = _tensorboard(run_dir / "tensorboard", console) if tensorboard else None
 
     def write(self, records: list[dict[str, Any]]) -> None:
         for record in records:
-            self.writer.write(record)
+            if self.writer is not None:
+                self.writer.write(record)
             self.steps.append(record["env_steps"])
             self.returns.append(record[f"{self.headline}_per_seed"])
             if self.tb is not None:
@@ -292,12 +304,13 @@ class _Log:
                 self.last_return = record[self.headline]
 
     def plot(self) -> None:
-        if self.steps:
+        if self.steps and self.primary:
             label = "mean episodic return" if self.headline == "mean_return" else self.headline
             plot_learning_curve(self.steps, self.returns, self.plot_path, self.name, label)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         if self.tb is not None:
             self.tb.close()
 
@@ -309,7 +322,7 @@ class RunError(ConfigError):
 def device_memory() -> int | None:
     """Bytes the default device can hold: an accelerator's limit, or the host's available
     memory for the CPU backend; None when unknown."""
-    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    stats = getattr(jax.local_devices()[0], "memory_stats", lambda: None)()
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"])
     try:
@@ -330,7 +343,7 @@ def check_memory(agent: Agent, init_seeds: Callable, keys: jax.Array) -> None:
         raise RunError(
             f"the run needs about {(state_bytes + work_bytes) / gib:.1f} GiB (state "
             f"{state_bytes / gib:.1f}, updates {work_bytes / gib:.1f}) but the "
-            f"{jax.devices()[0].platform} device has {limit / gib:.1f} GiB; use fewer envs, "
+            f"{jax.local_devices()[0].platform} device has {limit / gib:.1f} GiB; use fewer envs, "
             "steps or seeds"
         )
 
@@ -394,9 +407,10 @@ def _start(
         raise RunError(str(e)) from None
     if skipped:
         aside = run_dir / UNREADABLE_DIR
-        aside.mkdir(exist_ok=True)
-        for update in [u for u in ckpt.updates() if u > done]:
-            shutil.move(ckpt.directory / str(update), aside / str(update))
+        if jax.process_index() == 0:
+            aside.mkdir(exist_ok=True)
+            for update in [u for u in ckpt.updates() if u > done]:
+                shutil.move(ckpt.directory / str(update), aside / str(update))
         ckpt.reload()
         console.print(
             f"[yellow]{'; '.join(skipped)}. Moved to {aside}; resuming from the older "
@@ -480,12 +494,15 @@ def train(
         KeyboardInterrupt: re-raised after the last completed chunk is checkpointed.
     """
     run.validate()
-    console = console or Console(stderr=True, soft_wrap=True)
+    primary = jax.process_index() == 0  # of a multi-process run, only process 0 writes
+    console = (console or Console(stderr=True, soft_wrap=True)) if primary else Console(quiet=True)
     run_dir = Path(run_dir)
     num_updates, steps_per_update = agent.num_updates, agent.steps_per_update
     chunk = min(run.chunk, num_updates)
     try:
-        devices = scale.device_count(run.devices)
+        # Every device by default; an agent without an env batch (the world-model
+        # trainer) runs on one unless told otherwise.
+        devices = scale.device_count(run.devices) if run.devices or agent.env_fields else 1
         placement = scale.Placement.of(agent, devices) if devices > 1 else None
     except ValueError as e:
         raise RunError(str(e)) from None
@@ -515,15 +532,15 @@ def train(
             runner = jax.device_put(runner, placement.shardings(runner)[0])
     except BaseException:
         ckpt.close()
-        if created:
+        if created and primary:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     fresh = done == 0
-    if config is not None:  # on resume too: the run goes on with these settings
+    if config is not None and primary:  # on resume too: the run goes on with these settings
         configfile.write_yaml(config, run_dir / CONFIG_FILE)
     headline = agent.headline
     label = "return" if headline == "mean_return" else headline
-    log = _Log(run_dir, run, done, console, headline)
+    log = _Log(run_dir, run, done, console, headline, primary)
 
     def save(update: int) -> Path:
         if ckpt.latest != update:
@@ -585,7 +602,7 @@ def train(
         log.close()
         saved_any = ckpt.latest is not None
         ckpt.close()
-        if fresh and not saved_any:  # stopped (error or Ctrl-C) before any checkpoint
+        if fresh and not saved_any and primary:  # stopped before any checkpoint
             _remove_new_run(run_dir, created, console)
 
     elapsed = time.perf_counter() - start_time

@@ -17,6 +17,7 @@ state_shardings, replicated = placement.shardings(jax.eval_shape(init_seeds, key
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +28,48 @@ from ssmrl.agent import Agent
 
 AXIS = "envs"
 """The name of the mesh's one axis."""
+
+
+CLUSTER_FLAGS = ("--coordinator", "--num-processes", "--process-id")
+"""The command-line flags of a multi-process run (`initialize`)."""
+
+
+def cluster_tasks() -> int:
+    """How many tasks the cluster's variables say this job has (SLURM, Open MPI; 1 if none)."""
+    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def initialize(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> bool:
+    """Join a multi-process run through `jax.distributed.initialize`: with the three
+    settings given, or from the cluster's variables (SLURM, Open MPI) when they name more
+    than one task. Must run before JAX first touches a device; returns whether it joined.
+
+    Every process then sees every device of the run (`jax.devices()`), so the mesh spans
+    the hosts; each steps the envs its own devices hold.
+    """
+    given = [x is not None for x in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ValueError(
+            "a multi-process run needs all of --coordinator, --num-processes "
+            "and --process-id (or none, on a SLURM or Open MPI cluster)"
+        )
+    if all(given):
+        if not 0 <= process_id < num_processes:
+            raise ValueError(
+                f"process-id must lie in [0, num-processes), got {process_id} of {num_processes}"
+            )
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+        return True
+    if cluster_tasks() > 1:
+        jax.distributed.initialize()
+        return True
+    return False
 
 
 def device_count(requested: int) -> int:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from ssmrl import cli, scale
+from ssmrl import cli, experiment, scale
 from ssmrl.agent import Agent
 from ssmrl.agents.ppo import RunnerState
+from ssmrl.configfile import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +45,69 @@ def test_four_devices_train_as_one(tmp_path):
     # A 4-device checkpoint continues on 1 device, and restores there.
     assert result["ppo_resumed_gap"] < 1e-5 and result["restored_update"] == 4
     assert "num_envs=6 does not divide over devices=4" in result["odd"]
+
+
+# The PPO run of tests/multidevice.py, as flags.
+# fmt: off
+PPO_FLAGS = [
+    "--env", "CartPole-v1", "--core.features", "8", "--core.num-layers", "1",
+    "--core.state-size", "4", "--num-envs", "8", "--num-steps", "8", "--update-epochs", "1",
+    "--num-minibatches", "2", "--head-width", "8", "--total-timesteps", "128", "--seeds", "2",
+    "--chunk", "1", "--checkpoint-every", "1", "--fast-compile",
+]
+# fmt: on
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_as_one(tmp_path):
+    """Two processes of 2 devices each on this machine: one run over 4 devices, written
+    by process 0, equal (float rounding apart) to the run on one device."""
+    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    run_dir, port = tmp_path / "two", _free_port()
+    code = "import sys; from ssmrl.cli import main; sys.exit(main(sys.argv[1:]))"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "train",
+                "ppo",
+                *PPO_FLAGS,
+                "--devices",
+                "4",
+                "--run-dir",
+                str(run_dir),
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert "MMER" in outs[0][0] and "MMER" not in outs[1][0]  # only process 0 reports
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == [1, 2]  # written once
+    one = tmp_path / "one"
+    assert cli.main(["train", "ppo", *PPO_FLAGS, "--devices", "1", "--run-dir", str(one)]) == 0
+    two_state, one_state = experiment.restore(run_dir).state, experiment.restore(one).state
+    for a, b in zip(jax.tree.leaves(two_state), jax.tree.leaves(one_state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
 def _agent(num_envs=8, env_fields=("obs", "carry")) -> Agent:
@@ -83,3 +149,22 @@ def test_cli_refuses_more_devices_than_visible(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"devices={many} but only" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_cluster_flags_are_taken_out_and_checked(capsys):
+    rest, found = cli._cluster_flags(
+        ["--env", "CartPole-v1", "--coordinator", "h:1", "--num-processes=2", "--process-id", "1"]
+    )
+    assert rest == ["--env", "CartPole-v1"]
+    assert found == {"coordinator": "h:1", "num_processes": 2, "process_id": 1}
+    with pytest.raises(ConfigError, match="whole number"):
+        cli._cluster_flags(["--process-id", "one"])
+    with pytest.raises(ConfigError, match="needs a value"):
+        cli._cluster_flags(["--coordinator"])
+    # Some of the three but not all: one line, exit 2, before any device is touched.
+    assert cli.main(["train", "ppo", "--coordinator", "h:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--num-processes" in err
+    assert cli.main(["train", "ppo", "--num-processes", "2", "--process-id", "2",
+                     "--coordinator", "h:1"]) == 2  # fmt: skip
+    assert "process-id must lie in [0, num-processes)" in capsys.readouterr().err
