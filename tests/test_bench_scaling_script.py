@@ -1,0 +1,59 @@
+"""Tests for scripts/bench_scaling.py: the efficiency arithmetic, the table, a refusal, and
+a tiny run over two forced host devices."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_scaling.py"
+_spec = importlib.util.spec_from_file_location("bench_scaling", _SCRIPT)
+bench_scaling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_scaling)
+
+
+def test_efficiency_is_the_speed_up_per_device():
+    rows = [
+        {"agent": "ppo", "devices": 1, "steps_per_s": 100.0},
+        {"agent": "ppo", "devices": 4, "steps_per_s": 300.0},
+        {"agent": "dreamer", "devices": 2, "steps_per_s": 50.0},  # no 1-device row
+    ]
+    out = bench_scaling.with_efficiency(rows)
+    assert [r["efficiency"] for r in out] == [1.0, 0.75, None]
+    table = bench_scaling.table(
+        {
+            "device": "cpu",
+            "device_count": 4,
+            "rows": [{**r, "num_envs": 8, "first_call_s": 1.0} for r in out],
+        }
+    )
+    assert "| ppo | 4 | 8 | 300 | 0.75 | 1.0 |" in table and "| dreamer | 2 | 8 | 50 | - |" in table
+
+
+def _run(*args):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run(
+        [sys.executable, str(_SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_devices_that_do_not_divide_the_envs_are_refused():
+    done = _run("--devices", "1", "3", "--num-envs", "8")
+    assert done.returncode != 0 and "divide --num-envs 8" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_tiny_run_over_two_forced_devices(tmp_path):
+    out = tmp_path / "scaling.json"
+    args = ["--agents", "ppo", "--devices", "1", "2", "--num-envs", "4", "--updates", "1"]
+    done = _run(*args, "--repeats", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["device_count"] == 2
+    assert [r["devices"] for r in result["rows"]] == [1, 2]
+    assert all(r["steps_per_s"] > 0 for r in result["rows"])
+    assert result["rows"][0]["efficiency"] == 1.0
