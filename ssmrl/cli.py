@@ -49,32 +49,6 @@ TRAIN_DESCRIPTION = (
 )
 
 
-def _cluster_flags(args: list[str]) -> tuple[list[str], dict]:
-    """``args`` without the multi-process flags (`ssmrl.scale.CLUSTER_FLAGS`), and their
-    values as `ssmrl.scale.initialize` keywords."""
-    from ssmrl import scale
-
-    rest, found = [], {}
-    i = 0
-    while i < len(args):
-        name, eq, value = args[i].partition("=")
-        if name in scale.CLUSTER_FLAGS:
-            if not eq:
-                if i + 1 >= len(args):
-                    raise ConfigError(f"{name} needs a value")
-                value, i = args[i + 1], i + 1
-            key = name[2:].replace("-", "_")
-            if key != "coordinator":
-                if not value.lstrip("-").isdigit():
-                    raise ConfigError(f"{name} must be a whole number, got {value!r}")
-                value = int(value)
-            found[key] = value
-        else:
-            rest.append(args[i])
-        i += 1
-    return rest, found
-
-
 @dataclass(frozen=True)
 class EvalArgs:
     """Run episodes with the newest checkpoint of a training run and report their returns."""
@@ -176,8 +150,8 @@ def train(args: Sequence[str]) -> int:
     try:
         from ssmrl import scale
 
-        args, cluster = _cluster_flags(args)
         try:  # before anything touches a device (importing gymnax does)
+            args, cluster = scale.split_cluster_flags(args)
             scale.initialize(**cluster)
         except ValueError as e:
             raise ConfigError(str(e)) from None

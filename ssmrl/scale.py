@@ -34,6 +34,31 @@ CLUSTER_FLAGS = ("--coordinator", "--num-processes", "--process-id")
 """The command-line flags of a multi-process run (`initialize`)."""
 
 
+def split_cluster_flags(args: list[str]) -> tuple[list[str], dict]:
+    """``args`` without `CLUSTER_FLAGS` (``--flag value`` or ``--flag=value``), and their
+    values as `initialize` keywords; `ValueError` for a missing or non-integer value."""
+    rest, found = [], {}
+    i = 0
+    while i < len(args):
+        name, eq, value = args[i].partition("=")
+        if name not in CLUSTER_FLAGS:
+            rest.append(args[i])
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(args):
+                raise ValueError(f"{name} needs a value")
+            value, i = args[i + 1], i + 1
+        key = name[2:].replace("-", "_")
+        if key != "coordinator":
+            if not value.lstrip("-").isdigit():
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            value = int(value)
+        found[key] = value
+        i += 1
+    return rest, found
+
+
 def cluster_tasks() -> int:
     """How many tasks the cluster's variables say this job has (SLURM, Open MPI; 1 if none)."""
     for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):

@@ -18,7 +18,6 @@ from jax.sharding import PartitionSpec
 from ssmrl import cli, experiment, scale
 from ssmrl.agent import Agent
 from ssmrl.agents.ppo import RunnerState
-from ssmrl.configfile import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,15 +151,15 @@ def test_cli_refuses_more_devices_than_visible(tmp_path, capsys):
 
 
 def test_cluster_flags_are_taken_out_and_checked(capsys):
-    rest, found = cli._cluster_flags(
+    rest, found = scale.split_cluster_flags(
         ["--env", "CartPole-v1", "--coordinator", "h:1", "--num-processes=2", "--process-id", "1"]
     )
     assert rest == ["--env", "CartPole-v1"]
     assert found == {"coordinator": "h:1", "num_processes": 2, "process_id": 1}
-    with pytest.raises(ConfigError, match="whole number"):
-        cli._cluster_flags(["--process-id", "one"])
-    with pytest.raises(ConfigError, match="needs a value"):
-        cli._cluster_flags(["--coordinator"])
+    with pytest.raises(ValueError, match="whole number"):
+        scale.split_cluster_flags(["--process-id", "one"])
+    with pytest.raises(ValueError, match="needs a value"):
+        scale.split_cluster_flags(["--coordinator"])
     # Some of the three but not all: one line, exit 2, before any device is touched.
     assert cli.main(["train", "ppo", "--coordinator", "h:1"]) == 2
     err = capsys.readouterr().err
