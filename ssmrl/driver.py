@@ -33,33 +33,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Column
-from rich.text import Text
 
-from ssmrl import configfile, scale
+from ssmrl import configfile, runlog, scale
 from ssmrl.agent import Agent
 from ssmrl.checkpoint import Checkpointer, CheckpointError
 from ssmrl.configfile import ConfigError
-from ssmrl.metrics import (
-    MetricsWriter,
-    mmer,
-    nanmean,
-    plot_learning_curve,
-    returns_matrix,
-    truncate,
-)
+from ssmrl.metrics import mmer
+from ssmrl.runlog import METRICS_FILE, PLOT_FILE, Log, format_value, records
 from ssmrl.xla import compiler_options
 
 CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "learning_curve.png"
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "unreadable-checkpoints"
 RESUMABLE = (
@@ -178,38 +161,6 @@ def compiled(
     )
 
 
-class _Rate(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.speed
-        return Text(f"{speed:,.0f} steps/s" if speed else "- steps/s", style="progress.data.speed")
-
-
-def _progress(console: Console, label: str) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn(
-            "{task.completed:,.0f}/{task.total:,.0f} steps", table_column=Column(no_wrap=True)
-        ),
-        _Rate(table_column=Column(no_wrap=True)),
-        TextColumn(f"{label} {{task.fields[ret]}}", table_column=Column(no_wrap=True)),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
-def _tensorboard(log_dir: Path, console: Console):
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError:
-        console.print(
-            "[yellow]TensorBoard logging unavailable: tensorboardX is not installed "
-            "(pip install tensorboardX); continuing without it"
-        )
-        return None
-    return SummaryWriter(str(log_dir))
-
-
 def _as_dict(metrics: Any) -> dict[str, np.ndarray]:
     metrics = jax.device_get(metrics)
     items = metrics._asdict() if hasattr(metrics, "_asdict") else dict(metrics)
@@ -229,90 +180,6 @@ def _first_non_finite(metrics: Mapping[str, np.ndarray]) -> tuple[int, str, int]
             if worst is None or row < worst[0]:
                 worst = (row, name, seed)
     return worst
-
-
-def _format(x: float | None) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
-
-
-def _records(
-    metrics: Mapping[str, np.ndarray],
-    rows: int,
-    done: int,
-    steps_per_update: int,
-    wall_s: float,
-    headline: str = "mean_return",
-) -> list[dict[str, Any]]:
-    """One log record per update of a chunk: the headline metric (and, where the agent
-    counts them, ended episodes) per seed, other metrics seed-averaged."""
-    out = []
-    for j in range(rows):
-        update = done + j + 1
-        per_seed = metrics[headline][j].reshape(-1)
-        record = {
-            "update": update,
-            "env_steps": update * steps_per_update,
-            headline: float(nanmean(per_seed)),
-            f"{headline}_per_seed": per_seed,
-            **{k: float(np.mean(v[j])) for k, v in metrics.items() if k != headline},
-        }
-        if "episodes" in metrics:
-            record["episodes_per_seed"] = metrics["episodes"][j].reshape(-1)
-        out.append({**record, "wall_s": round(wall_s, 3)})
-    return out
-
-
-class _Log:
-    """Where a run's metrics go: metrics.jsonl, the learning curve, TensorBoard; of a
-    multi-process run, only process 0 writes them (``primary``)."""
-
-    def __init__(
-        self,
-        run_dir: Path,
-        run: RunConfig,
-        done: int,
-        console: Console,
-        headline: str,
-        primary: bool = True,
-    ):
-        self.path, self.plot_path, self.name = (
-            run_dir / METRICS_FILE,
-            run_dir / PLOT_FILE,
-            run_dir.name,
-        )
-        self.headline, self.primary = headline, primary
-        records = truncate(self.path, done) if primary else []
-        steps, values = returns_matrix(records, headline) if records else ([], [])
-        self.steps, self.returns = list(steps), list(values)
-        finite = [r[headline] for r in records if r[headline] is not None]
-        self.last_return = finite[-1] if finite else None
-        self.writer = MetricsWriter(self.path) if primary else None
-        tensorboard = run.tensorboard and primary
-        self.tb = _tensorboard(run_dir / "tensorboard", console) if tensorboard else None
-
-    def write(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            if self.writer is not None:
-                self.writer.write(record)
-            self.steps.append(record["env_steps"])
-            self.returns.append(record[f"{self.headline}_per_seed"])
-            if self.tb is not None:
-                for k, v in record.items():
-                    if isinstance(v, float) and math.isfinite(v):
-                        self.tb.add_scalar(f"train/{k}", v, record["env_steps"])
-            if math.isfinite(record[self.headline]):
-                self.last_return = record[self.headline]
-
-    def plot(self) -> None:
-        if self.steps and self.primary:
-            label = "mean episodic return" if self.headline == "mean_return" else self.headline
-            plot_learning_curve(self.steps, self.returns, self.plot_path, self.name, label)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if self.tb is not None:
-            self.tb.close()
 
 
 class RunError(ConfigError):
@@ -540,7 +407,7 @@ def train(
         configfile.write_yaml(config, run_dir / CONFIG_FILE)
     headline = agent.headline
     label = "return" if headline == "mean_return" else headline
-    log = _Log(run_dir, run, done, console, headline, primary)
+    log = Log(run_dir, run.tensorboard, done, console, headline, primary)
 
     def save(update: int) -> Path:
         if ckpt.latest != update:
@@ -548,13 +415,13 @@ def train(
         log.plot()
         return ckpt.directory / str(update)
 
-    progress = _progress(console, label)
+    progress = runlog.progress(console, label)
     task = progress.add_task(
         "compiling" if done < num_updates else "done",
         total=num_updates * steps_per_update,
         completed=done * steps_per_update,
     )
-    progress.update(task, ret=_format(log.last_return))
+    progress.update(task, ret=format_value(log.last_return))
     start_time, start_done = time.perf_counter(), done
     try:
         with progress:
@@ -564,7 +431,7 @@ def train(
                 bad = _first_non_finite(metrics)
                 rows = len(metrics[headline]) if bad is None else bad[0] + 1
                 wall_s = time.perf_counter() - start_time
-                log.write(_records(metrics, rows, done, steps_per_update, wall_s, headline))
+                log.write(records(metrics, rows, done, steps_per_update, wall_s, headline))
                 if bad is not None:
                     log.plot()
                     raise _non_finite(metrics, bad, done, ckpt)
@@ -573,7 +440,7 @@ def train(
                     task,
                     description="training",
                     completed=done * steps_per_update,
-                    ret=_format(log.last_return),
+                    ret=format_value(log.last_return),
                 )
                 every = run.checkpoint_every
                 if every and done // every > previous // every and done < num_updates:
@@ -583,7 +450,7 @@ def train(
                         rate /= max(time.perf_counter() - start_time, 1e-9)
                         console.print(
                             f"update {done}/{num_updates}  {done * steps_per_update:,} steps  "
-                            f"{label} {_format(log.last_return)}  {rate:,.0f} steps/s"
+                            f"{label} {format_value(log.last_return)}  {rate:,.0f} steps/s"
                         )
                 if on_chunk is not None:
                     on_chunk(done, runner)
