@@ -22,10 +22,13 @@ import ssmrl.cores as cores
 
 
 def variants(width: int, state_size: int, layers: int) -> dict[str, tuple[str, dict]]:
+    """Variant name -> (core, options). The LRU keeps ``state_size // 2`` complex states,
+    the size of S5's carry (S5 keeps one state of each conjugate pair)."""
     s5 = dict(features=width, state_size=state_size, num_layers=layers)
     return {
         "s5-associative": ("s5", dict(s5, scan="associative")),
         "s5-sequential": ("s5", dict(s5, scan="sequential")),
+        "lru": ("lru", dict(features=width, state_size=state_size // 2, num_layers=layers)),
         "gru": ("gru", dict(features=width, num_layers=layers)),
         "lstm": ("lstm", dict(features=width, num_layers=layers)),
     }
@@ -79,7 +82,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 1024, 4096])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--width", type=int, default=256, help="core features (all cores)")
-    parser.add_argument("--state-size", type=int, default=256, help="S5 state size P")
+    parser.add_argument("--state-size", type=int, default=256, help="S5 state size P (LRU: P/2)")
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--in-features", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)

@@ -51,7 +51,7 @@ def test_help_lists_commands_and_flags(capsys):
         ("optim:\n  anneal_lr: 1\n", [], "optim.anneal_lr: expected bool, got 1 (int)"),
         ("", ["--num-envs", "6"], "num_minibatches=4 must divide num_envs=6"),
         ("env: RepeatPreviousEsay\n", [], "env: unknown environment 'RepeatPreviousEsay'"),
-        ("", ["--core", "s4"], "core.name: unknown core 's4'; allowed: gru, lstm, mlp, s5"),
+        ("", ["--core", "s4"], "core.name: unknown core 's4'; allowed: gru, lru, lstm, mlp, s5"),
         ("core:\n  name: transformer\n", [], "core.name: unknown core 'transformer'; allowed:"),
         ("core:\n  name: gru\n  state_size: 64\n", [], "core.state_size; allowed: features, name,"),
         ("agent: dreamer\n", [], "agent: the settings are for 'dreamer', not 'ppo'"),

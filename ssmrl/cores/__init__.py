@@ -1,4 +1,4 @@
-"""Memory cores: S5, GRU, LSTM and a memoryless MLP, all with one contract.
+"""Memory cores: S5, LRU, GRU, LSTM and a memoryless MLP, all with one contract.
 
 ```python
 core = ssmrl.cores.make("s5", features=128, num_layers=2, state_size=128)
@@ -29,6 +29,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from ssmrl.cores.lru import LRU, LRUOptions
 from ssmrl.cores.mlp import MLP, MLPOptions
 from ssmrl.cores.rnn import GRU, LSTM, GRUOptions, LSTMCarry, LSTMOptions
 from ssmrl.cores.s5 import S5, S5Options
@@ -53,6 +54,7 @@ def register(name: str, module: type[nn.Module], options_cls: type) -> None:
 
 
 register("s5", S5, S5Options)
+register("lru", LRU, LRUOptions)
 register("gru", GRU, GRUOptions)
 register("lstm", LSTM, LSTMOptions)
 register("mlp", MLP, MLPOptions)
@@ -121,10 +123,12 @@ def make(name: str, **kwargs: Any) -> nn.Module:
 
 __all__ = [
     "GRU",
+    "LRU",
     "LSTM",
     "MLP",
     "S5",
     "GRUOptions",
+    "LRUOptions",
     "LSTMCarry",
     "LSTMOptions",
     "MLPOptions",

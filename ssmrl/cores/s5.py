@@ -23,7 +23,8 @@ import tyro
 
 from ssmrl.cores.checks import check_choice, check_positive
 from ssmrl.cores.hippo import block_diagonal_init
-from ssmrl.cores.scan import SCAN_MODES, linear_recurrence
+from ssmrl.cores.scan import SCAN_MODES
+from ssmrl.cores.ssm import SSMLayer, SSMStack, readout
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 MIXINGS = ("half_glu", "full_glu")
@@ -106,17 +107,12 @@ def discretize(lam, b_tilde, step, method: str):
     raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {method!r}")
 
 
-def _project(u, b_bar):
-    """``B̄ u`` for real u as two real matmuls (a complex matmul costs twice as much on CPU)."""
-    return jax.lax.complex(u @ b_bar.real.T, u @ b_bar.imag.T)
-
-
 def _constant(value):
     return lambda key, shape: jnp.asarray(value, jnp.float32).reshape(shape)
 
 
-class S5Layer(nn.Module):
-    """One S5 layer: norm, SSM, GELU, GLU mixing, residual.
+class S5Layer(SSMLayer):
+    """One S5 layer: norm, SSM, GELU, GLU mixing, residual (`ssmrl.cores.ssm.SSMLayer`).
 
     Carry: the complex state ``[B, P']`` (``P' = state_size // 2`` with conj_sym).
     Reads every field of ``options`` except ``num_layers``.
@@ -154,15 +150,13 @@ class S5Layer(nn.Module):
         self.c = self.param("C", c_init, (h, p, 2))
         self.d = self.param("D", nn.initializers.normal(1.0), (h,))
         self.log_step = self.param("log_step", log_step_init, (p,))
-        self.norm = nn.LayerNorm()
-        self.mix_gate = nn.Dense(h)
-        if o.mixing == "full_glu":
-            self.mix_value = nn.Dense(h)
+        self._setup_block()
         if o.input_decay:
             # softplus(-4) = 0.018: a fresh layer decays by about one plain step per step.
             self.decay = nn.Dense(p, bias_init=nn.initializers.constant(-4.0))
 
     def _system(self):
+        """Λ̄ [P'], B̄ [P', H] and C̃ [H, P'], all complex."""
         re = self.lambda_re
         if self.options.clip_eigs:
             re = jnp.minimum(re, -1e-4)
@@ -174,12 +168,10 @@ class S5Layer(nn.Module):
         )
         return lam_bar, b_bar, c_tilde
 
-    def _output(self, x, u, c_tilde):
+    def _readout(self, x, u, c_tilde):
+        """``c · Re(C̃ x) + D ⊙ u`` (``c = 2`` with conj_sym, else 1)."""
         scale = 2.0 if self.options.conj_sym else 1.0
-        y = scale * (x.real @ c_tilde.real.T - x.imag @ c_tilde.imag.T) + self.d * u
-        y = nn.gelu(y)
-        value = self.mix_value(y) if self.options.mixing == "full_glu" else y
-        return value * nn.sigmoid(self.mix_gate(y))
+        return scale * readout(x, c_tilde) + self.d * u
 
     def _factor(self, lam_bar, u):
         """Λ̄, or with ``input_decay`` the per-step ``Λ̄ |Λ̄|^softplus(W u + b)``.
@@ -193,31 +185,8 @@ class S5Layer(nn.Module):
         extra = nn.softplus(self.decay(u))
         return lam_bar * jnp.exp(extra * jnp.minimum(jnp.log(jnp.abs(lam_bar)), 0.0))
 
-    def _finish(self, h, y):
-        out = h + y
-        return out if self.options.prenorm else self.norm(out)
 
-    def __call__(self, carry, h, resets):
-        """carry [B, P'] complex, h [T, B, H], resets [T, B] -> (states [T, B, P'], [T, B, H]).
-
-        ``states[t]`` is the state after input ``t``; the last one is the new carry.
-        """
-        lam_bar, b_bar, c_tilde = self._system()
-        u = self.norm(h) if self.options.prenorm else h
-        a = self._factor(lam_bar, u)
-        xs = linear_recurrence(a, _project(u, b_bar), resets, carry, self.options.scan)
-        return xs, self._finish(h, self._output(xs, u, c_tilde))
-
-    def step(self, carry, h, reset):
-        """carry [B, P'] complex, h [B, H], reset [B] -> (carry, [B, H])."""
-        lam_bar, b_bar, c_tilde = self._system()
-        u = self.norm(h) if self.options.prenorm else h
-        bu = _project(u, b_bar)
-        x = jnp.where(reset[:, None], bu, self._factor(lam_bar, u) * carry + bu)
-        return x, self._finish(h, self._output(x, u, c_tilde))
-
-
-class S5(nn.Module):
+class S5(SSMStack):
     """S5 memory core: a Dense encoder to ``features`` then ``num_layers`` S5 layers.
 
     | call          | inputs                                        | outputs                      |
@@ -236,37 +205,4 @@ class S5(nn.Module):
     """
 
     options: S5Options = S5Options()
-
-    def initialize_carry(self, batch_size: int) -> jax.Array:
-        """Zero state, ``[batch_size, num_layers, P']`` complex64."""
-        o = self.options
-        return jnp.zeros((batch_size, o.num_layers, o.carry_size), jnp.complex64)
-
-    def setup(self):
-        self.encoder = nn.Dense(self.options.features)
-        self.layers = [S5Layer(self.options) for _ in range(self.options.num_layers)]
-
-    def _states(self, carry, xs, resets):
-        """Each layer's states [T, B, P'] (a list of L) and the outputs ys [T, B, features]."""
-        h = self.encoder(xs)
-        states = []
-        for i, layer in enumerate(self.layers):
-            x, h = layer(carry[:, i], h, resets)
-            states.append(x)
-        return states, h
-
-    def __call__(self, carry, xs, resets):
-        states, ys = self._states(carry, xs, resets)
-        return jnp.stack([x[-1] for x in states], axis=1), ys
-
-    def carries(self, carry, xs, resets):
-        states, ys = self._states(carry, xs, resets)
-        return jnp.stack(states, axis=2), ys
-
-    def step(self, carry, x, reset):
-        h = self.encoder(x)
-        new = []
-        for i, layer in enumerate(self.layers):
-            c, h = layer.step(carry[:, i], h, reset)
-            new.append(c)
-        return jnp.stack(new, axis=1), h
+    layer = S5Layer

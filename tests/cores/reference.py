@@ -81,11 +81,43 @@ def s5(params, cfg, carry, xs, resets):
             x = np.where(resets[t][:, None], bu, a * carry[:, i] + bu)
             carry[:, i] = x
             scale = 2.0 if cfg["conj_sym"] else 1.0
-            y = gelu(scale * np.real(x @ ct.T) + p["D"] * u)
-            value = dense(y, p["mix_value"]) if cfg["mixing"] == "full_glu" else y
-            h = h + value * sigmoid(dense(y, p["mix_gate"]))
-            if not cfg["prenorm"]:
-                h = layer_norm(h, p["norm"])
+            h = ssm_block(h, scale * np.real(x @ ct.T) + p["D"] * u, p, cfg)
+        out[t] = h
+    return carry, out
+
+
+def ssm_block(h, y, p, cfg):
+    """What follows an S5 or LRU layer's readout y: GELU, GLU mixing, residual, norm."""
+    y = gelu(y)
+    value = dense(y, p["mix_value"]) if cfg["mixing"] == "full_glu" else y
+    h = h + value * sigmoid(dense(y, p["mix_gate"]))
+    return h if cfg["prenorm"] else layer_norm(h, p["norm"])
+
+
+def lru(params, cfg, carry, xs, resets):
+    """LRU stack from the paper's equations, one time step at a time.
+
+    λ = exp(-ν + iθ) with ν = 1e-6 + exp(ν_log) (the floor that keeps |λ| < 1) and
+    θ = exp(θ_log); x[t] = λ x[t-1] + γ (B u[t]); y[t] = Re(C x[t]) + D u[t].
+    carry [B, L, N] complex; xs [T, B, F].
+    """
+    params = to64(params["params"])
+    carry = np.array(carry, np.complex128)
+    h_seq = dense(np.asarray(xs, np.float64), params["encoder"])
+    out = np.zeros_like(h_seq)
+    for t in range(xs.shape[0]):
+        h = h_seq[t]
+        for i in range(cfg["num_layers"]):
+            p = params[f"layers_{i}"]
+            nu = 1e-6 + np.exp(p["nu_log"])
+            lam = np.exp(-nu + 1j * np.exp(p["theta_log"]))
+            gamma = np.exp(p["gamma_log"])
+            c = p["C_re"] + 1j * p["C_im"]
+            u = layer_norm(h, p["norm"]) if cfg["prenorm"] else h
+            for b in range(xs.shape[1]):
+                bu = gamma * ((p["B_re"] + 1j * p["B_im"]) @ u[b])
+                carry[b, i] = bu if resets[t, b] else lam * carry[b, i] + bu
+            h = ssm_block(h, np.real(carry[:, i] @ c.T) + p["D"] * u, p, cfg)
         out[t] = h
     return carry, out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import re
 import textwrap
 from functools import cache, partial
@@ -22,6 +23,7 @@ from tests.cores import reference
 
 F, B = 5, 3  # input width differs from the core width on purpose
 S5_BASE = dict(features=8, num_layers=2, state_size=8, blocks=2)
+LRU_BASE = dict(features=8, num_layers=2, state_size=4)
 CASES = {
     "s5-associative": ("s5", dict(S5_BASE, scan="associative")),
     "s5-sequential": ("s5", dict(S5_BASE, scan="sequential")),
@@ -40,6 +42,19 @@ CASES = {
         ),
     ),
     "s5-input-decay": ("s5", dict(S5_BASE, input_decay=True, scan="sequential")),
+    "lru-associative": ("lru", dict(LRU_BASE, scan="associative")),
+    "lru-sequential": (
+        "lru",
+        dict(
+            LRU_BASE,
+            r_min=0.0,
+            r_max=1.0,
+            max_phase=2 * math.pi,
+            prenorm=False,
+            mixing="full_glu",
+            scan="sequential",
+        ),
+    ),
     "gru": ("gru", dict(features=8, num_layers=2)),
     "lstm": ("lstm", dict(features=8, num_layers=2)),
     "mlp": ("mlp", dict(features=8, num_layers=2)),
@@ -76,9 +91,9 @@ class Case:
 
     def reference(self, carry, xs, resets):
         xs, resets = np.asarray(xs, np.float64), np.asarray(resets)
-        if self.name == "s5":
-            cfg = dict(cores.options("s5"), **self.options)
-            return reference.s5(self.params, cfg, carry, xs, resets)
+        if self.name in ("s5", "lru"):
+            cfg = dict(cores.options(self.name), **self.options)
+            return getattr(reference, self.name)(self.params, cfg, carry, xs, resets)
         layers = self.options["num_layers"]
         if self.name == "gru":
             return reference.gru(self.params, layers, carry, xs, resets)
@@ -199,7 +214,7 @@ def test_reset_isolation(case):
     assert np.any(np.asarray(g_xs[t_reset:]) != 0)
 
 
-@pytest.mark.parametrize("case", ["s5-associative", "gru", "lstm"])
+@pytest.mark.parametrize("case", ["s5-associative", "lru-associative", "gru", "lstm"])
 def test_carry_matters_without_reset(case):
     c = get(case)
     xs, resets = data(14, 7, 0.0)
@@ -231,8 +246,8 @@ def test_s5_random_reset_patterns(flags, seed):
 
 
 def test_unknown_names_and_options():
-    assert cores.names() == ["gru", "lstm", "mlp", "s5"]
-    with pytest.raises(ValueError, match="allowed: \\['gru', 'lstm', 'mlp', 's5'\\]"):
+    assert cores.names() == ["gru", "lru", "lstm", "mlp", "s5"]
+    with pytest.raises(ValueError, match="allowed: \\['gru', 'lru', 'lstm', 'mlp', 's5'\\]"):
         cores.make("transformer")
     with pytest.raises(ValueError, match="state_size"):
         cores.make("s5", state_sise=64)
@@ -265,6 +280,9 @@ def test_carries_shape_and_structure(case):
     if c.name == "s5":
         p = c.options["state_size"] // (2 if c.options.get("conj_sym", True) else 1)
         assert carries.shape == (7, B, layers, p) and carries.dtype == jnp.complex64
+    elif c.name == "lru":
+        p = c.options["state_size"]
+        assert carries.shape == (7, B, layers, p) and carries.dtype == jnp.complex64
     elif c.name == "lstm":
         assert isinstance(carries, cores.LSTMCarry)
         assert carries.cell.shape == carries.hidden.shape == (7, B, layers, 8)
@@ -281,12 +299,21 @@ def _s5_layer_paths(i: int, *extra: str) -> set[str]:
     return {f"layers_{i}/{n}" for n in names}
 
 
+def _lru_layer_paths(i: int, *extra: str) -> set[str]:
+    names = ["B_im", "B_re", "C_im", "C_re", "D", "gamma_log", "nu_log", "theta_log"]
+    names += ["mix_gate/bias", "mix_gate/kernel", "norm/bias", "norm/scale"]
+    names += [f"{e}/{k}" for e in extra for k in ("bias", "kernel")]
+    return {f"layers_{i}/{n}" for n in names}
+
+
 ENCODER = {"encoder/bias", "encoder/kernel"}
 PARAM_PATHS = {
     "s5-associative": ENCODER | _s5_layer_paths(0) | _s5_layer_paths(1),
     "s5-sequential": ENCODER | _s5_layer_paths(0) | _s5_layer_paths(1),
     "s5-variant": ENCODER | _s5_layer_paths(0, "mix_value"),
     "s5-input-decay": ENCODER | _s5_layer_paths(0, "decay") | _s5_layer_paths(1, "decay"),
+    "lru-associative": ENCODER | _lru_layer_paths(0) | _lru_layer_paths(1),
+    "lru-sequential": ENCODER | _lru_layer_paths(0, "mix_value") | _lru_layer_paths(1, "mix_value"),
     "gru": {f"layer{i}_{k}" for i in (0, 1) for k in ("wi", "wh", "b", "bhn")},
     "lstm": {f"layer{i}_{k}" for i in (0, 1) for k in ("wi", "wh", "b")},
     "mlp": {f"Dense_{i}/{k}" for i in (0, 1) for k in ("bias", "kernel")},
@@ -309,6 +336,12 @@ def test_param_tree_is_unchanged(case):
         assert layer["lambda_re"].shape == (p,)
         assert layer["B"].shape == (p, c.options["features"], 2)
         assert c.params["params"]["encoder"]["kernel"].shape == (F, c.options["features"])
+    if c.name == "lru":
+        layer = c.params["params"]["layers_0"]
+        n, h = c.options["state_size"], c.options["features"]
+        assert layer["nu_log"].shape == layer["theta_log"].shape == layer["gamma_log"].shape == (n,)
+        assert layer["B_re"].shape == layer["B_im"].shape == (n, h)
+        assert layer["C_re"].shape == layer["C_im"].shape == (h, n)
 
 
 DEFAULTS = {
@@ -326,6 +359,17 @@ DEFAULTS = {
         mixing="half_glu",
         scan="auto",
         input_decay=False,
+    ),
+    "lru": dict(
+        features=128,
+        num_layers=2,
+        state_size=64,
+        r_min=0.9,
+        r_max=0.999,
+        max_phase=math.pi / 10,
+        prenorm=True,
+        mixing="half_glu",
+        scan="auto",
     ),
     "gru": dict(features=128, num_layers=1),
     "lstm": dict(features=128, num_layers=1),
@@ -349,7 +393,7 @@ def test_registry_round_trip(name):
 
 def test_registry_lookups_fail_by_name():
     assert cores.names() == sorted(DEFAULTS)
-    with pytest.raises(ValueError, match="allowed: \\['gru', 'lstm', 'mlp', 's5'\\]"):
+    with pytest.raises(ValueError, match="allowed: \\['gru', 'lru', 'lstm', 'mlp', 's5'\\]"):
         cores.options_class("transformer")
     with pytest.raises(ValueError, match="S5Options"):
         cores.name_of(dict(features=8))
