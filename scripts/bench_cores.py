@@ -23,7 +23,8 @@ import ssmrl.cores as cores
 
 def variants(width: int, state_size: int, layers: int) -> dict[str, tuple[str, dict]]:
     """Variant name -> (core, options). The LRU keeps ``state_size // 2`` complex states,
-    the size of S5's carry (S5 keeps one state of each conjugate pair)."""
+    the size of S5's carry (S5 keeps one state of each conjugate pair). The transformer
+    has heads of 64 that together span the width, and a window of 128 steps."""
     s5 = dict(features=width, state_size=state_size, num_layers=layers)
     return {
         "s5-associative": ("s5", dict(s5, scan="associative")),
@@ -31,6 +32,16 @@ def variants(width: int, state_size: int, layers: int) -> dict[str, tuple[str, d
         "lru": ("lru", dict(features=width, state_size=state_size // 2, num_layers=layers)),
         "gru": ("gru", dict(features=width, num_layers=layers)),
         "lstm": ("lstm", dict(features=width, num_layers=layers)),
+        "transformer": (
+            "transformer",
+            dict(
+                features=width,
+                num_layers=layers,
+                num_heads=max(1, width // 64),
+                head_size=64,
+                window=128,
+            ),
+        ),
     }
 
 

@@ -6,7 +6,8 @@
 Config (the one widely quoted for recurrent JAX PPO on POPGym): RepeatPreviousEasy,
 64 envs x 128 steps, 4 epochs x 4 minibatches, lr 2.5e-4; S5 256 wide with 128 states
 and 2 layers; the LRU alike with 64 complex states (the size of S5's carry); GRU 256
-wide. Each core's whole update (rollout, GAE, every epoch and minibatch) is one jitted
+wide; the transformer 256 wide with 2 layers of 4 heads of 64 and a window of 128
+steps. Each core's whole update (rollout, GAE, every epoch and minibatch) is one jitted
 ``lax.scan`` over ``--updates`` updates; compile time is the ahead-of-time
 ``lower().compile()`` of that program, and throughput is env steps per second of wall
 time over ``--repeats`` further calls, compile excluded. Every figure is absolute and
@@ -27,7 +28,14 @@ import jax
 from ssmrl import envs
 from ssmrl.agents import ppo
 from ssmrl.config import OptimConfig
-from ssmrl.cores import GRUOptions, LRUOptions, LSTMOptions, MLPOptions, S5Options
+from ssmrl.cores import (
+    GRUOptions,
+    LRUOptions,
+    LSTMOptions,
+    MLPOptions,
+    S5Options,
+    TransformerOptions,
+)
 
 CORES = {
     "s5-associative": S5Options(features=256, num_layers=2, state_size=128, scan="associative"),
@@ -36,6 +44,9 @@ CORES = {
     "gru": GRUOptions(features=256, num_layers=1),
     "lstm": LSTMOptions(features=256, num_layers=1),
     "mlp": MLPOptions(features=256, num_layers=1),
+    "transformer": TransformerOptions(
+        features=256, num_layers=2, num_heads=4, head_size=64, window=128
+    ),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ssmrl import cores
@@ -41,3 +43,22 @@ def test_matched_width_is_the_closest_width(name):
 def test_matched_width_refuses_a_size_out_of_reach():
     with pytest.raises(ValueError, match="no width in 4..5"):
         matched_width(S5, "gru", 6, 3, widths=(4, 5))
+
+
+def test_matched_width_gives_a_transformer_of_any_width():
+    """The transformer's heads (num_heads x head_size) are options of their own, so every
+    width is a valid transformer and the bisection may stop at an odd one."""
+    reference = dataclasses.replace(
+        S5, core=cores.S5Options(features=48, num_layers=1, state_size=32)
+    )
+    target = param_count(reference, 6, 3)
+    chosen, count = matched_width(reference, "transformer", 6, 3)
+    width = chosen.core.features
+    assert cores.name_of(chosen.core) == "transformer" and abs(count - target) <= 0.1 * target
+    assert (
+        chosen.core.num_layers == 1
+        and chosen.core.num_heads == cores.TransformerOptions().num_heads
+    )
+    for other in (width - 1, width + 1):
+        neighbour = param_count(with_core(reference, "transformer", features=other), 6, 3)
+        assert abs(count - target) <= abs(neighbour - target)

@@ -1,4 +1,4 @@
-"""Memory cores: S5, LRU, GRU, LSTM and a memoryless MLP, all with one contract.
+"""Memory cores: S5, LRU, GRU, LSTM, Transformer and a memoryless MLP, all with one contract.
 
 ```python
 core = ssmrl.cores.make("s5", features=128, num_layers=2, state_size=128)
@@ -33,6 +33,7 @@ from ssmrl.cores.lru import LRU, LRUOptions
 from ssmrl.cores.mlp import MLP, MLPOptions
 from ssmrl.cores.rnn import GRU, LSTM, GRUOptions, LSTMCarry, LSTMOptions
 from ssmrl.cores.s5 import S5, S5Options
+from ssmrl.cores.transformer import Transformer, TransformerCarry, TransformerOptions
 
 _MODULES: dict[str, type[nn.Module]] = {}
 _OPTIONS: dict[str, type] = {}
@@ -58,6 +59,7 @@ register("lru", LRU, LRUOptions)
 register("gru", GRU, GRUOptions)
 register("lstm", LSTM, LSTMOptions)
 register("mlp", MLP, MLPOptions)
+register("transformer", Transformer, TransformerOptions)
 
 
 def names() -> list[str]:
@@ -133,6 +135,9 @@ __all__ = [
     "LSTMOptions",
     "MLPOptions",
     "S5Options",
+    "Transformer",
+    "TransformerCarry",
+    "TransformerOptions",
     "build",
     "convert",
     "make",

@@ -169,3 +169,72 @@ def mlp(params, num_layers, xs):
     for i in range(num_layers):
         h = gelu(dense(h, p[f"Dense_{i}"]))
     return h
+
+
+def rotary(x, position, base):
+    """Turn each pair ``(x_i, x_{i+D/2})`` of ``x [..., D]`` by ``position * base^(-2i/D)``."""
+    half = x.shape[-1] // 2
+    angle = position * base ** (-np.arange(half) / half)
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate(
+        [x1 * np.cos(angle) - x2 * np.sin(angle), x2 * np.cos(angle) + x1 * np.sin(angle)], -1
+    )
+
+
+def transformer(params, cfg, carry, xs, resets):
+    """Transformer stack from its equations, one step and one batch row at a time.
+
+    Each row keeps, per layer, an explicit history of its last W steps as entries
+    ``(position, key, value, valid)``: the carry's W slots at positions -W..-1, then step
+    ``t`` at position ``t`` (absolute, unlike the module's local frames). A reset replaces
+    the history by W zero, invalid entries (the initial carry). Step ``t`` attends, per
+    head, to the valid entries among the history and itself, with scores
+    ``rotary(q, t) · rotary(k, s) / √D``; pre-norm blocks, GELU MLP, final LayerNorm.
+
+    carry (keys, values, valid): [B, L, W, N, D], [B, L, W, N, D], [B, W]; xs [T, B, F].
+    Returns the carry after the last step, the same way, and ys [T, B, features].
+    """
+    p = to64(params["params"])
+    layers, heads, size, window = (
+        cfg[k] for k in ("num_layers", "num_heads", "head_size", "window")
+    )
+    base = cfg["rotary_base"]
+    keys, values = np.asarray(carry[0], np.float64), np.asarray(carry[1], np.float64)
+    valid = np.asarray(carry[2], bool)
+    t_len, batch = xs.shape[:2]
+    zero = np.zeros((heads, size))
+    history = [
+        [
+            [(s - window, keys[b, i, s], values[b, i, s], valid[b, s]) for s in range(window)]
+            for i in range(layers)
+        ]
+        for b in range(batch)
+    ]
+    out = np.zeros((t_len, batch, cfg["features"]))
+    for t in range(t_len):
+        for b in range(batch):
+            if resets[t, b]:
+                history[b] = [[(0, zero, zero, False)] * window for _ in range(layers)]
+            h = dense(np.asarray(xs[t, b], np.float64), p["encoder"])
+            for i in range(layers):
+                lp = p[f"layers_{i}"]
+                q, k, v = dense(layer_norm(h, lp["attention_norm"]), lp["qkv"]).reshape(
+                    3, heads, size
+                )
+                entries = history[b][i] + [(t, k, v, True)]
+                history[b][i] = entries[1:]
+                seen = [(s, k_s, v_s) for s, k_s, v_s, ok in entries if ok]
+                a = np.zeros((heads, size))
+                for n in range(heads):
+                    query = rotary(q[n], t, base)
+                    scores = np.array([query @ rotary(k_s[n], s, base) for s, k_s, _ in seen])
+                    w = np.exp(scores / np.sqrt(size) - np.max(scores / np.sqrt(size)))
+                    a[n] = (w / w.sum()) @ np.array([v_s[n] for _, _, v_s in seen])
+                h = h + dense(a.reshape(-1), lp["out"])
+                mlp = gelu(dense(layer_norm(h, lp["mlp_norm"]), lp["mlp_hidden"]))
+                h = h + dense(mlp, lp["mlp_out"])
+            out[t, b] = layer_norm(h, p["norm"])
+    new_keys = np.array([[[e[1] for e in hist] for hist in row] for row in history])
+    new_values = np.array([[[e[2] for e in hist] for hist in row] for row in history])
+    new_valid = np.array([[e[3] for e in row[0]] for row in history])
+    return (new_keys, new_values, new_valid), out

@@ -24,6 +24,8 @@ from tests.cores import reference
 F, B = 5, 3  # input width differs from the core width on purpose
 S5_BASE = dict(features=8, num_layers=2, state_size=8, blocks=2)
 LRU_BASE = dict(features=8, num_layers=2, state_size=4)
+# The window (5) is shorter than the longest test sequence (64), so it slides.
+TRANSFORMER_BASE = dict(features=8, num_layers=2, num_heads=2, head_size=4, window=5, mlp_ratio=2)
 CASES = {
     "s5-associative": ("s5", dict(S5_BASE, scan="associative")),
     "s5-sequential": ("s5", dict(S5_BASE, scan="sequential")),
@@ -58,6 +60,11 @@ CASES = {
     "gru": ("gru", dict(features=8, num_layers=2)),
     "lstm": ("lstm", dict(features=8, num_layers=2)),
     "mlp": ("mlp", dict(features=8, num_layers=2)),
+    "transformer": ("transformer", TRANSFORMER_BASE),
+    "transformer-long-window": (
+        "transformer",
+        dict(features=6, num_layers=1, num_heads=1, head_size=6, window=80, rotary_base=100.0),
+    ),
 }
 
 
@@ -81,7 +88,9 @@ class Case:
         keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
         new = []
         for k, leaf in zip(keys, leaves, strict=True):
-            if jnp.iscomplexobj(leaf):
+            if leaf.dtype == bool:
+                new.append(jax.random.bernoulli(k, 0.7, leaf.shape))
+            elif jnp.iscomplexobj(leaf):
                 kr, ki = jax.random.split(k)
                 z = jax.random.normal(kr, leaf.shape) + 1j * jax.random.normal(ki, leaf.shape)
                 new.append((0.5 * z).astype(leaf.dtype))
@@ -91,7 +100,7 @@ class Case:
 
     def reference(self, carry, xs, resets):
         xs, resets = np.asarray(xs, np.float64), np.asarray(resets)
-        if self.name in ("s5", "lru"):
+        if self.name in ("s5", "lru", "transformer"):
             cfg = dict(cores.options(self.name), **self.options)
             return getattr(reference, self.name)(self.params, cfg, carry, xs, resets)
         layers = self.options["num_layers"]
@@ -116,7 +125,10 @@ def data(seed: int, t: int, p_reset: float, batch: int = B):
 
 def assert_trees_close(a, b, tol):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+        if np.asarray(x).dtype == bool:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        else:
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -208,13 +220,17 @@ def test_reset_isolation(case):
     def later(xs, carry):
         return jnp.sum(c.core.apply(c.params, carry, xs, resets)[1][t_reset:] * weights)
 
-    g_xs, g_carry = jax.jit(jax.grad(later, argnums=(0, 1)))(xs, carry)
+    g_xs, g_carry = jax.jit(jax.grad(later, argnums=(0, 1), allow_int=True))(xs, carry)
     assert np.all(np.asarray(g_xs[:t_reset]) == 0)
-    assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(g_carry))
+    # Boolean leaves (the transformer's `valid`) have no gradient (dtype float0).
+    floats = [g for g in jax.tree.leaves(g_carry) if g.dtype != jax.dtypes.float0]
+    assert floats and all(np.all(np.asarray(g) == 0) for g in floats)
     assert np.any(np.asarray(g_xs[t_reset:]) != 0)
 
 
-@pytest.mark.parametrize("case", ["s5-associative", "lru-associative", "gru", "lstm"])
+@pytest.mark.parametrize(
+    "case", ["s5-associative", "lru-associative", "gru", "lstm", "transformer"]
+)
 def test_carry_matters_without_reset(case):
     c = get(case)
     xs, resets = data(14, 7, 0.0)
@@ -246,9 +262,10 @@ def test_s5_random_reset_patterns(flags, seed):
 
 
 def test_unknown_names_and_options():
-    assert cores.names() == ["gru", "lru", "lstm", "mlp", "s5"]
-    with pytest.raises(ValueError, match="allowed: \\['gru', 'lru', 'lstm', 'mlp', 's5'\\]"):
-        cores.make("transformer")
+    assert cores.names() == ["gru", "lru", "lstm", "mlp", "s5", "transformer"]
+    allowed = "allowed: \\['gru', 'lru', 'lstm', 'mlp', 's5', 'transformer'\\]"
+    with pytest.raises(ValueError, match=allowed):
+        cores.make("mamba")
     with pytest.raises(ValueError, match="state_size"):
         cores.make("s5", state_sise=64)
     with pytest.raises(ValueError, match="blocks=3 must divide state_size=64"):
@@ -288,6 +305,13 @@ def test_carries_shape_and_structure(case):
         assert carries.cell.shape == carries.hidden.shape == (7, B, layers, 8)
     elif c.name == "gru":
         assert carries.shape == (7, B, layers, 8)
+    elif c.name == "transformer":
+        o = c.options
+        assert isinstance(carries, cores.TransformerCarry)
+        kv = (7, B, layers, o["window"], o["num_heads"], o["head_size"])
+        assert carries.keys.shape == carries.values.shape == kv
+        assert carries.keys.dtype == jnp.float32 and carries.valid.dtype == bool
+        assert carries.valid.shape == (7, B, o["window"])
     else:
         assert carries.shape == (7, B, 0)
 
@@ -306,7 +330,16 @@ def _lru_layer_paths(i: int, *extra: str) -> set[str]:
     return {f"layers_{i}/{n}" for n in names}
 
 
+def _transformer_layer_paths(i: int) -> set[str]:
+    names = ["attention_norm/bias", "attention_norm/scale", "mlp_norm/bias", "mlp_norm/scale"]
+    names += [
+        f"{d}/{k}" for d in ("qkv", "out", "mlp_hidden", "mlp_out") for k in ("bias", "kernel")
+    ]
+    return {f"layers_{i}/{n}" for n in names}
+
+
 ENCODER = {"encoder/bias", "encoder/kernel"}
+FINAL_NORM = {"norm/bias", "norm/scale"}
 PARAM_PATHS = {
     "s5-associative": ENCODER | _s5_layer_paths(0) | _s5_layer_paths(1),
     "s5-sequential": ENCODER | _s5_layer_paths(0) | _s5_layer_paths(1),
@@ -317,6 +350,8 @@ PARAM_PATHS = {
     "gru": {f"layer{i}_{k}" for i in (0, 1) for k in ("wi", "wh", "b", "bhn")},
     "lstm": {f"layer{i}_{k}" for i in (0, 1) for k in ("wi", "wh", "b")},
     "mlp": {f"Dense_{i}/{k}" for i in (0, 1) for k in ("bias", "kernel")},
+    "transformer": ENCODER | FINAL_NORM | _transformer_layer_paths(0) | _transformer_layer_paths(1),
+    "transformer-long-window": ENCODER | FINAL_NORM | _transformer_layer_paths(0),
 }
 
 
@@ -342,6 +377,13 @@ def test_param_tree_is_unchanged(case):
         assert layer["nu_log"].shape == layer["theta_log"].shape == layer["gamma_log"].shape == (n,)
         assert layer["B_re"].shape == layer["B_im"].shape == (n, h)
         assert layer["C_re"].shape == layer["C_im"].shape == (h, n)
+    if c.name == "transformer":
+        layer, o = c.params["params"]["layers_0"], c.options
+        width = o["num_heads"] * o["head_size"]
+        assert layer["qkv"]["kernel"].shape == (o["features"], 3 * width)
+        assert layer["out"]["kernel"].shape == (width, o["features"])
+        hidden = o.get("mlp_ratio", 4) * o["features"]
+        assert layer["mlp_hidden"]["kernel"].shape == (o["features"], hidden)
 
 
 DEFAULTS = {
@@ -374,6 +416,15 @@ DEFAULTS = {
     "gru": dict(features=128, num_layers=1),
     "lstm": dict(features=128, num_layers=1),
     "mlp": dict(features=128, num_layers=2),
+    "transformer": dict(
+        features=128,
+        num_layers=2,
+        num_heads=4,
+        head_size=32,
+        window=64,
+        mlp_ratio=4,
+        rotary_base=10000.0,
+    ),
 }
 
 
@@ -393,8 +444,9 @@ def test_registry_round_trip(name):
 
 def test_registry_lookups_fail_by_name():
     assert cores.names() == sorted(DEFAULTS)
-    with pytest.raises(ValueError, match="allowed: \\['gru', 'lru', 'lstm', 'mlp', 's5'\\]"):
-        cores.options_class("transformer")
+    allowed = "allowed: \\['gru', 'lru', 'lstm', 'mlp', 's5', 'transformer'\\]"
+    with pytest.raises(ValueError, match=allowed):
+        cores.options_class("mamba")
     with pytest.raises(ValueError, match="S5Options"):
         cores.name_of(dict(features=8))
     with pytest.raises(ValueError, match="already registered"):
