@@ -1,4 +1,4 @@
-"""Training over several devices: the env batch split across a one-axis device mesh.
+"""Training over several devices and hosts: the env batch split across a one-axis mesh.
 
 The driver vmaps an agent over seeds, so every state leaf is ``[S, ...]``. The leaves an
 agent names as per-env (`ssmrl.agent.Agent`'s ``env_fields``, with the env axis
@@ -7,7 +7,8 @@ every other leaf (parameters, optimiser states, keys, counters) is replicated. X
 partitioner then runs each device's envs where they live, and turns every mean over the
 env batch (the losses, hence the gradients) into a mean across the mesh, so all devices
 apply the same averaged update to the same replicated parameters. The program is the
-one-device program; only the order of float sums changes.
+one-device program; only the order of float sums changes. Over several hosts, each
+process calls `initialize` first and then sees every device of the run.
 
 ```python
 placement = scale.Placement.of(agent, scale.device_count(run.devices))  # 0: every device
