@@ -11,8 +11,8 @@ import pytest
 import ssmrl.cores as cores
 
 RINGS = [
-    dict(),  # the defaults: r in [0.9, 0.999], phase in (0, π/10]
-    dict(r_min=0.0, r_max=1.0, max_phase=2 * math.pi),  # the public code's
+    dict(),  # the defaults (the public code's): r in [0, 1], phase in (0, 2π]
+    dict(r_min=0.9, r_max=0.999, max_phase=math.pi / 10),  # the paper's long-range ring
     dict(r_min=0.5, r_max=0.5, max_phase=1.0),  # one radius
 ]
 
