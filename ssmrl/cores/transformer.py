@@ -37,7 +37,8 @@ consumed, so slots from before the reset are zero and never attended to.
 Costs: a sequence call splits its T queries into blocks of ``C = min(T, W)``, each
 attending over the ``W + C`` keys it can reach, so time and memory grow as
 ``T·(W + C)`` per layer and head, not ``T²``. A step call is the sequence call with
-T = 1 (W + 1 keys; the new carry is the window shifted by one). ``carries`` gathers each
+T = 1 (W + 1 keys; the new carry is the window shifted by one), computed directly in
+the carry's ``[B, L, W, N, D]`` layout. ``carries`` gathers each
 step's window from the keys and values the sequence call computed anyway: no extra
 attention, only the ``[T, B, L, W, N, D]`` output itself.
 """
@@ -311,6 +312,44 @@ class Transformer(nn.Module):
 
     def step(self, carry, x, reset):
         """carry, x [B, F], reset [B] -> (carry, y [B, features]): the sequence call with
-        T = 1, whose window is the carry's W steps and x."""
-        carry, ys = self(carry, x[None], reset[None])
-        return carry, ys[0]
+        T = 1, whose window is the carry's W steps and x, in the carry's own layout.
+
+        Step calls run one after another in rollouts and imagination, so this path
+        avoids the sequence call's gathers and transposes of the whole window: each
+        layer scores its query against the W carried keys and its own key, and the new
+        carry is the old one shifted by one slot, written once.
+        """
+        o, w = self.options, self.options.window
+        keep = ~reset[:, None]
+        valid = carry.valid & keep  # [B, W]
+        slots = np.arange(w)[:, None]  # broadcasts over [B, W, N]
+        h = self.encoder(x)
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.project(h)  # [B, N, D]
+            q = rotate(q, np.full((1, 1), w), o.rotary_base) / math.sqrt(o.head_size)
+            old_k = rotate(carry.keys[:, i], slots, o.rotary_base)  # [B, W, N, D]
+            scores = jnp.concatenate(
+                [
+                    jnp.einsum("bnd,bwnd->bnw", q, old_k),
+                    jnp.sum(q * rotate(k, np.full((1, 1), w), o.rotary_base), -1)[..., None],
+                ],
+                axis=-1,
+            )  # [B, N, W + 1]
+            mask = jnp.concatenate([valid, jnp.ones_like(valid[:, :1])], axis=-1)
+            p = masked_softmax(scores, mask[:, None])
+            a = jnp.einsum("bnw,bwnd->bnd", p[..., :w], carry.values[:, i]) + p[..., w:] * v
+            h = layer(h, a)
+            new_keys.append(k)
+            new_values.append(v)
+
+        def shift(old, new):  # [B, L, W, N, D], L x [B, N, D] -> [B, L, W, N, D]
+            old = jnp.where(keep[:, :, None, None, None], old[:, :, 1:], 0.0)
+            return jnp.concatenate([old, jnp.stack(new, axis=1)[:, :, None]], axis=2)
+
+        carry = TransformerCarry(
+            shift(carry.keys, new_keys),
+            shift(carry.values, new_values),
+            jnp.concatenate([valid[:, 1:], jnp.ones_like(valid[:, :1])], axis=-1),
+        )
+        return carry, self.norm(h)
