@@ -408,11 +408,13 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
 def memory_estimate(cfg: Config, env: Any, env_params: Any) -> int:
     """Rough bytes one seed's update needs besides its state: the rollout, and the core's
     activations and gradients over one minibatch of whole sequences (about 16 floats per
-    feature and 2 per state entry, per layer and step; a guess meant to catch sizes that
-    are clearly too large, not to budget memory)."""
+    feature and 2 per state entry, per layer and step, and for attention cores 3 per score
+    over the up to 2W keys a query's block spans; a guess meant to catch sizes that are
+    clearly too large, not to budget memory)."""
     obs_dim = int(np.prod(env.observation_space(env_params).shape))
     rollout = cfg.num_steps * cfg.num_envs * (obs_dim + 16) * 4
     width = 16 * cfg.core.features + 2 * getattr(cfg.core, "state_size", 0)
+    width += 3 * getattr(cfg.core, "num_heads", 0) * 2 * getattr(cfg.core, "window", 0)
     minibatch = cfg.num_steps * (cfg.num_envs // cfg.num_minibatches)
     return rollout + minibatch * cfg.core.num_layers * width * 4
 

@@ -7,8 +7,10 @@
 The world model is CartPole-sized, as in configs/dreamer/cartpole.yaml: an S5 backbone
 (features 64, one layer, state size 32), 16 x 16 latents, hidden width 128, depth 2,
 4 observation dims and 2 actions. The S5 world model's parameter count is the target:
-the GRU and MLP backbones get the width whose whole world model comes closest to it,
-and every variant must lie within 10% of it.
+every other backbone (LRU, GRU, LSTM, Transformer, MLP) takes the options it shares with
+the S5 core (layers; the LRU also its state size), its own defaults for the
+rest, and the width whose whole world model comes closest to that count; every variant
+must lie within 10% of it.
 
 Training: one jitted world-model gradient step (the loss, its gradient and an Adam
 update) on random sequences [T, B, ...] with episode starts (p=0.02, and every row at
@@ -41,7 +43,7 @@ from ssmrl.config import OptimConfig
 from ssmrl.matching import matched_width, param_count, with_core
 from ssmrl.worldmodel import WorldModel, WorldModelCarry, WorldModelConfig, flatten_time
 
-VARIANTS = ("s5-associative", "s5-sequential", "gru", "mlp")
+VARIANTS = ("s5-associative", "s5-sequential", "lru", "gru", "lstm", "transformer", "mlp")
 OBS_DIM = 4
 ACT_DIM = 2
 TOLERANCE = 0.1
@@ -133,11 +135,11 @@ def matched_options(
     tolerance: float = TOLERANCE,
     widths: tuple[int, int] = (8, 1024),
 ) -> dict[str, Variant]:
-    """The world model of each variant, GRU and MLP widths matched to the S5 parameter count.
+    """The world model of each variant, other cores' widths matched to the S5 parameter count.
 
     ``config`` (default :func:`base_config`) has S5 core options and sets the target; the
-    S5 variants take its scan mode from their name; the GRU and MLP cores keep its
-    ``num_layers`` and get the ``features`` in ``widths`` closest to the target. Raises
+    S5 variants take its scan mode from their name; every other core keeps its
+    ``num_layers`` and gets the ``features`` in ``widths`` closest to the target. Raises
     ValueError (one line) if a variant is unknown or lies outside ``±tolerance``.
     """
     config = base_config() if config is None else config

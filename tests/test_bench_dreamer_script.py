@@ -43,12 +43,14 @@ def _count(config: WorldModelConfig, obs_dim: int = 4, act_dim: int = 2) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
 
 
-def test_gru_and_mlp_world_models_match_the_s5_parameter_count_within_ten_percent():
+def test_every_other_core_matches_the_s5_parameter_count_within_ten_percent():
     target = _count(_S5)
-    matched = bench_dreamer.matched_options(_S5, obs_dim=4, act_dim=2, variants=("gru", "mlp"))
-    assert sorted(matched) == ["gru", "mlp"]
-    assert isinstance(matched["gru"].config.core, cores.GRUOptions)
-    assert isinstance(matched["mlp"].config.core, cores.MLPOptions)
+    others = ("lru", "gru", "lstm", "transformer", "mlp")
+    assert set(bench_dreamer.VARIANTS) == {"s5-associative", "s5-sequential", *others}
+    matched = bench_dreamer.matched_options(_S5, obs_dim=4, act_dim=2, variants=others)
+    assert sorted(matched) == sorted(others)
+    for name in others:
+        assert isinstance(matched[name].config.core, cores.options_class(name))
     for variant in matched.values():
         count = _count(variant.config)
         assert count == variant.params
