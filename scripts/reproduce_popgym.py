@@ -111,6 +111,11 @@ def targets(results: list[dict]) -> list[tuple[str, bool]]:
             checks.append(
                 (f"S5 on {task} >= 0.95 (MMER {by[task, 's5']:.3f})", by[task, "s5"] >= 0.95)
             )
+    for core in ("lru", "transformer"):
+        if ("RepeatPreviousEasy", core) in by:
+            value = by["RepeatPreviousEasy", core]
+            text = f"{core} on RepeatPreviousEasy >= 0.9 (MMER {value:.3f})"
+            checks.append((text, value >= 0.9))
     for task in ABOVE_MLP:
         if (task, "s5") in by and (task, "mlp") in by:
             s5, mlp = by[task, "s5"], by[task, "mlp"]
