@@ -1,13 +1,20 @@
 """Environment steps per second: ssmrl's POPGym tasks (jit + vmap) beside the popgym package.
 
-    python scripts/bench_envs.py                                  # every registered POPGym task
-    python scripts/bench_envs.py --tasks RepeatFirstEasy --json results/envs.json
+    python scripts/bench_envs.py                                  # the POPGym suite
+    python scripts/bench_envs.py --tasks RepeatFirstEasy MetaControl --json results/envs.json
+
+Without ``--tasks`` the POPGym suite is timed; other tasks (meta, rooms, ``dmc/...``)
+only when named. A named task whose optional dependency is missing, an unknown
+name, or a missing reference ``popgym`` package stops the script with one line on
+stderr (exit status 2).
 
 ssmrl: ``--num-envs`` environments stepped together with uniformly random actions,
 ``--steps`` steps inside one compiled ``lax.scan`` (auto-reset included); the time
 of one call after ahead-of-time compilation (compile time reported separately),
-so steps/s = num_envs * steps / seconds. Observations, rewards and done flags are
-folded into a checksum so that no part of the step can be optimised away.
+so steps/s = num_envs * steps / seconds. Discrete actions for the whole batch come
+from one ``jax.random.randint`` call (other spaces: the space's own sampler per
+env). Observations, rewards and done flags are folded into a checksum so that no
+part of the step can be optimised away.
 
 popgym: the reference gymnasium environment in this Python process, uniformly
 random actions from its action space, reset when an episode ends, run for
@@ -17,15 +24,37 @@ random actions from its action space, reset when an episode ends, run for
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
+import pkgutil
 import platform
+import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from gymnax.environments import spaces
 
-from ssmrl.envs import make, names
+import ssmrl.envs.popgym
+from ssmrl.envs import make
+
+
+def popgym_tasks() -> list[str]:
+    """Names of the POPGym suite's tasks (the ``TASKS`` of ``ssmrl.envs.popgym``'s modules)."""
+    package = ssmrl.envs.popgym
+    out: list[str] = []
+    for info in pkgutil.iter_modules(package.__path__):
+        out += getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "TASKS", {})
+    return sorted(out)
+
+
+def sample_actions(space, key: jax.Array, num_envs: int) -> jax.Array:
+    """Uniformly random actions for ``num_envs`` envs."""
+    if isinstance(space, spaces.Discrete):
+        return jax.random.randint(key, (num_envs,), 0, space.n, jnp.int32)
+    return jax.vmap(space.sample)(jax.random.split(key, num_envs))
 
 
 def rollout_fn(env, params, num_envs: int, steps: int):
@@ -36,7 +65,7 @@ def rollout_fn(env, params, num_envs: int, steps: int):
     def body(carry, key):
         state, checksum = carry
         key_act, key_step = jax.random.split(key)
-        actions = jax.vmap(space.sample)(jax.random.split(key_act, num_envs))
+        actions = sample_actions(space, key_act, num_envs)
         obs, state, reward, terminated, truncated, _ = batch_step(
             jax.random.split(key_step, num_envs), state, actions, params
         )
@@ -52,7 +81,7 @@ def rollout_fn(env, params, num_envs: int, steps: int):
 
 
 def bench_ssmrl(name: str, num_envs: int, steps: int, seed: int) -> dict:
-    env, params = make(name)
+    env, params = make(name)  # checked by `main` before any timing
     key_reset, key_run = jax.random.split(jax.random.key(seed))
     reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
     _, state = reset(jax.random.split(key_reset, num_envs), params)
@@ -88,7 +117,7 @@ def bench_reference(name: str, seconds: float, seed: int) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=None, help="default: all POPGym tasks")
+    parser.add_argument("--tasks", nargs="+", default=None, help="default: the POPGym suite")
     parser.add_argument("--num-envs", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--ref-seconds", type=float, default=1.5)
@@ -96,7 +125,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
-    tasks = args.tasks or names(include_gymnax=False)
+    def stop(message: str) -> None:
+        print(f"bench_envs.py: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    if importlib.util.find_spec("popgym") is None:
+        stop("the reference popgym package is not installed: pip install -e '.[dev]'")
+    tasks = args.tasks or popgym_tasks()
+    for name in tasks:
+        try:
+            make(name)
+        except (ImportError, ValueError) as e:  # a missing optional extra or an unknown name
+            stop(f"{name}: {str(e).splitlines()[0]}")
     device = jax.devices()[0]
     print(
         f"{device.platform} ({device.device_kind}), jax {jax.__version__}, "

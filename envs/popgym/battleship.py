@@ -25,10 +25,16 @@ Differences from the reference (popgym 1.0.7 ``Battleship``):
   (relative bias below ``k / 2**32``).
 - The reward scales use ``board_size**2`` (the reference's episode length);
   ``params.max_steps_in_episode`` changes only the time limit.
+- ``step`` overrides gymnax's auto-reset so that a whole layout is not placed
+  every step: each state carries the next episode's layout, one ship placed per
+  step (the rest at the reset if the episode ends sooner). Layouts have the same
+  distribution; which layout follows is fixed by the steps of the episode before
+  instead of by the key of the step that ends it. ``reset`` places all ships.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -37,13 +43,16 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.bits import bit_at, pack_rows, pick_bit, with_bit
 
 
 @struct.dataclass
 class BattleshipState(environment.EnvState):
-    board: jax.Array  # (n, n) bool, True where a ship lies
-    guesses: jax.Array  # (n, n) bool, True where the agent has fired
+    board: jax.Array  # (n,) uint32, bit c of row r set where a ship lies at (r, c)
+    guesses: jax.Array  # (n,) uint32, bits set where the agent has fired
     hits: jax.Array  # int32, number of distinct ship cells hit
+    next_board: jax.Array  # (n,) uint32, the next episode's layout, being placed
+    placed: jax.Array  # int32, ships of next_board placed so far
     time: int
 
 
@@ -52,59 +61,66 @@ class BattleshipParams(environment.EnvParams):
     max_steps_in_episode: int = 100
 
 
-def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) -> jax.Array:
-    """Random non-overlapping ship layout, shape ``(board_size, board_size)`` bool.
+def place_ship(rows: jax.Array, size: jax.Array, word: jax.Array, longest: int) -> jax.Array:
+    """Add a ship of ``size`` (at most ``longest``) cells to the packed board ``rows``.
 
-    Ships are placed in order; each one is uniform over the horizontal and
-    vertical segments of its length that lie on the board and avoid earlier ships.
+    The ship is uniform over the horizontal and vertical segments that lie on the
+    board and avoid the ships already there: the ``(word % count)``-th of them,
+    up to a relative bias below ``count / 2**32``.
     """
-    n, longest = board_size, max(ship_sizes)
-    rows = jnp.arange(n)[:, None]
-    cols = jnp.arange(n)[None, :]
+    n = rows.shape[0]
+    full = jnp.uint32((1 << n) - 1)
+    size = jnp.asarray(size, jnp.uint32)
+    # A segment starting at bit c of row r is blocked if a ship covers one of
+    # its cells: bits c .. c + size - 1 of row r (horizontal) or bit c of rows
+    # r .. r + size - 1 (vertical).
+    across, down = rows, rows
+    for k in range(1, longest):
+        longer = k < size
+        across = across | jnp.where(longer, rows >> k, 0)
+        down = down | jnp.where(longer, jnp.pad(rows[k:], (0, k)), 0)
+    fits_across = full >> (size - 1)  # start columns 0 .. n - size
+    fits_down = jnp.arange(n, dtype=jnp.uint32) <= n - size
+    free = jnp.concatenate([~across & fits_across, jnp.where(fits_down, ~down & full, 0)])
+    line, col = pick_bit(free, word, n)
+    row = (line % n).astype(jnp.uint32)
+    col = col.astype(jnp.uint32)
+    r = jnp.arange(n, dtype=jnp.uint32)
+    horizontal = jnp.where(r == row, ((jnp.uint32(1) << size) - 1) << col, 0)
+    vertical = jnp.where((r >= row) & (r < row + size), jnp.uint32(1) << col, 0)
+    return rows | jnp.where(line < n, horizontal, vertical)
+
+
+def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) -> jax.Array:
+    """Random non-overlapping ship layout, packed by rows (``ssmrl.envs.popgym.bits``).
+
+    Ships are placed in order, each uniform over the horizontal and vertical
+    segments of its length that lie on the board and avoid earlier ships.
+    """
     words = jax.random.bits(key, (len(ship_sizes),))
-
-    def place(board, ship):
-        size, word = ship
-        # Cells past the board count as occupied, so segments must fit.
-        padded = jnp.pad(board, ((0, longest - 1), (0, longest - 1)), constant_values=True)
-        within = jnp.arange(longest) < size
-        across = jnp.stack([padded[:n, k : k + n] & within[k] for k in range(longest)]).any(0)
-        down = jnp.stack([padded[k : k + n, :n] & within[k] for k in range(longest)]).any(0)
-        free = ~jnp.stack([across, down]).reshape(2 * n, n)
-        # A uniform free segment: the (word % count)-th one, up to a relative
-        # bias below count / 2**32. It is found row by row, as cumulative sums
-        # over short axes are much cheaper than one over the whole board.
-        per_row = free.sum(1, dtype=jnp.uint32)
-        rank = word % jnp.maximum(per_row.sum(), 1)
-        row_end = jnp.cumsum(per_row)
-        row = jnp.sum(row_end <= rank)
-        col = jnp.sum(jnp.cumsum(free[row], dtype=jnp.uint32) <= rank - row_end[row] + per_row[row])
-        choice = row * n + col
-        vertical, r, c = choice // (n * n), (choice // n) % n, choice % n
-        ship = jnp.where(
-            vertical,
-            (cols == c) & (rows >= r) & (rows < r + size),
-            (rows == r) & (cols >= c) & (cols < c + size),
-        )
-        return board | ship, None
-
-    sizes = jnp.array(ship_sizes)
-    board, _ = jax.lax.scan(place, jnp.zeros((n, n), bool), (sizes, words))
-    return board
+    rows = jnp.zeros(board_size, jnp.uint32)
+    for size, word in zip(ship_sizes, words, strict=True):
+        rows = place_ship(rows, size, word, max(ship_sizes))
+    return rows
 
 
 class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
     """Battleship on a hidden ``board_size`` x ``board_size`` board.
 
     Args:
-        board_size: width and height of the board in cells.
+        board_size: width and height of the board in cells, at most 32.
         ship_sizes: lengths of the ships to place.
 
-    Actions are cast to int32 and clipped to ``[0, board_size**2 - 1]``.
+    Actions are cast to int32 and clipped to ``[0, board_size**2 - 1]``. Boards
+    are kept as one 32-bit word per row (``ssmrl.envs.popgym.bits``).
     """
 
     def __init__(self, board_size: int = 10, ship_sizes: tuple[int, ...] = (2, 3, 3, 4)):
         super().__init__()
+        if not 1 <= board_size <= 32:
+            raise ValueError(f"board_size must be in [1, 32], got {board_size}")
+        if not ship_sizes or min(ship_sizes) < 1 or max(ship_sizes) > board_size:
+            raise ValueError(f"ship sizes must be in [1, board_size], got {ship_sizes}")
         self.board_size = board_size
         self.ship_sizes = tuple(ship_sizes)
         self.needed_hits = sum(self.ship_sizes)
@@ -116,20 +132,76 @@ class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
         return BattleshipParams(max_steps_in_episode=self.board_size**2)
 
     def reset_from_board(self, board: jax.Array) -> tuple[jax.Array, BattleshipState]:
-        """Start an episode on a given ship layout (``(n, n)``, nonzero = ship)."""
-        board = jnp.asarray(board).astype(bool)
-        state = BattleshipState(
-            board=board,
-            guesses=jnp.zeros_like(board),
-            hits=jnp.zeros((), jnp.int32),
-            time=0,
-        )
-        return self._obs(jnp.zeros((), bool)), state
+        """Start an episode on a given ship layout (``(n, n)``, nonzero = ship).
+
+        The next episode's layout is placed during this one.
+        """
+        return self._start(pack_rows(jnp.asarray(board).astype(bool)))
 
     def reset_env(
         self, key: jax.Array, params: BattleshipParams
     ) -> tuple[jax.Array, BattleshipState]:
-        return self.reset_from_board(place_ships(key, self.board_size, self.ship_sizes))
+        return self._start(place_ships(key, self.board_size, self.ship_sizes))
+
+    def _start(self, board: jax.Array) -> tuple[jax.Array, BattleshipState]:
+        empty = jnp.zeros(self.board_size, jnp.uint32)
+        zero = jnp.zeros((), jnp.int32)
+        state = BattleshipState(
+            board=board, guesses=empty, hits=zero, next_board=empty, placed=zero, time=0
+        )
+        return self._obs(jnp.zeros((), bool)), state
+
+    def _place_next(self, state: BattleshipState, word: jax.Array) -> BattleshipState:
+        """Place the next ship of ``state.next_board`` (a no-op once all are placed)."""
+        count = len(self.ship_sizes)
+        size = jnp.asarray(self.ship_sizes)[jnp.minimum(state.placed, count - 1)]
+        board = place_ship(state.next_board, size, word, max(self.ship_sizes))
+        busy = state.placed < count
+        return state.replace(
+            next_board=jnp.where(busy, board, state.next_board),
+            placed=state.placed + busy.astype(jnp.int32),
+        )
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(
+        self,
+        key: jax.Array,
+        state: BattleshipState,
+        action: int | jax.Array,
+        params: BattleshipParams | None = None,
+    ) -> tuple[jax.Array, BattleshipState, jax.Array, jax.Array, jax.Array, dict[Any, Any]]:
+        """gymnax's step with auto-reset, without placing a whole layout every step.
+
+        One ship of the next episode's layout is placed per step; should the
+        episode end before all are placed (a short time limit), the rest are
+        placed then.
+        """
+        if params is None:
+            params = self.default_params
+        # step_env draws nothing, so the key is free for the next layout.
+        obs_step, state_step, reward, terminated, info = self.step_env(key, state, action, params)
+        truncated = self.is_truncated(state_step, params)
+        done = terminated | truncated
+        state_step = self._place_next(state_step, jax.random.bits(key, (), jnp.uint32))
+
+        def unfinished(state):
+            return done & (state.placed < len(self.ship_sizes))
+
+        def place(state):
+            word = jax.random.bits(jax.random.fold_in(key, state.placed), (), jnp.uint32)
+            return self._place_next(state, word)
+
+        state_step = jax.lax.while_loop(unfinished, place, state_step)
+        obs_reset, state_reset = self._start(state_step.next_board)
+        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
+        obs = jax.lax.select(done, obs_reset, obs_step)
+        info = {
+            **info,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_observation": obs_step,
+        }
+        return obs, state, reward, terminated, truncated, info
 
     def step_env(
         self,
@@ -140,11 +212,11 @@ class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
     ) -> tuple[jax.Array, BattleshipState, jax.Array, jax.Array, dict[Any, Any]]:
         n = self.board_size
         cell = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, n * n - 1)
-        r, c = cell // n, cell % n
-        hit = state.board[r, c] & ~state.guesses[r, c]
+        row, col = cell // n, cell % n
+        hit = bit_at(state.board & ~state.guesses, row, col)
         hits = state.hits + hit.astype(jnp.int32)
         state = state.replace(
-            guesses=state.guesses | ((jnp.arange(n)[:, None] == r) & (jnp.arange(n) == c)),
+            guesses=with_bit(state.guesses, row, col),
             hits=hits,
             time=state.time + 1,
         )
@@ -153,7 +225,7 @@ class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
         return self._obs(hit), state, reward, terminated, {}
 
     def _obs(self, hit: jax.Array) -> jax.Array:
-        return jax.nn.one_hot(hit.astype(jnp.int32), 2, dtype=jnp.float32)
+        return jnp.stack([~hit, hit]).astype(jnp.float32)
 
     @property
     def num_actions(self) -> int:

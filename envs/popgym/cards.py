@@ -54,4 +54,5 @@ def draw(key: jax.Array, counts: jax.Array) -> tuple[jax.Array, jax.Array]:
     pick = (bits % jnp.maximum(total, 1).astype(jnp.uint32)).astype(jnp.int32)
     value = jnp.minimum(jnp.sum(jnp.cumsum(counts) <= pick), counts.shape[0] - 1)
     value = jnp.where(total > 0, value, 0).astype(jnp.int32)
-    return value, counts.at[value].add(-(total > 0).astype(counts.dtype))
+    taken = (jnp.arange(counts.shape[0]) == value) & (total > 0)
+    return value, counts - taken.astype(counts.dtype)

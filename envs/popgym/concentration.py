@@ -34,6 +34,7 @@ Differences from the reference (popgym 1.0.7 ``Concentration``):
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import jax
@@ -108,6 +109,32 @@ class Concentration(environment.Environment[ConcentrationState, ConcentrationPar
         )
         return self._obs(values, state.face_up), state
 
+    @partial(jax.jit, static_argnames=("self",))
+    def step(
+        self,
+        key: jax.Array,
+        state: ConcentrationState,
+        action: int | jax.Array,
+        params: ConcentrationParams | None = None,
+    ) -> tuple[jax.Array, ConcentrationState, jax.Array, jax.Array, jax.Array, dict[Any, Any]]:
+        """gymnax's step with auto-reset (the same results for the same keys),
+        building the large observation once instead of twice and selecting."""
+        if params is None:
+            params = self.default_params
+        key_step, _ = jax.random.split(key)  # the reset draws nothing
+        state_step, visible, reward, terminated = self._transition(key_step, state, action)
+        truncated = self.is_truncated(state_step, params)
+        done = terminated | truncated
+        _, state_reset = self.reset_env(key, params)
+        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
+        info = {
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_observation": self._obs(state_step.values, visible),
+        }
+        obs = self._obs(state.values, visible & ~done)
+        return obs, state, reward, terminated, truncated, info
+
     def step_env(
         self,
         key: jax.Array,
@@ -115,21 +142,31 @@ class Concentration(environment.Environment[ConcentrationState, ConcentrationPar
         action: int | jax.Array,
         params: ConcentrationParams,
     ) -> tuple[jax.Array, ConcentrationState, jax.Array, jax.Array, dict[Any, Any]]:
+        state, visible, reward, terminated = self._transition(key, state, action)
+        return self._obs(state.values, visible), state, reward, terminated, {}
+
+    def _transition(
+        self, key: jax.Array, state: ConcentrationState, action: int | jax.Array
+    ) -> tuple[ConcentrationState, jax.Array, jax.Array, jax.Array]:
+        """The next state, the positions shown, the reward and termination."""
         flip = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, self.num_cards - 1)
-        hidden = state.values[flip] < 0
+        positions = jnp.arange(self.num_cards)
+        at_flip = positions == flip
+        at_first = positions == state.first  # no position when there is no first card
+        # Reading one position as a masked sum is cheaper than a gather under vmap.
+        old = jnp.sum(jnp.where(at_flip, state.values, 0), dtype=jnp.int32)
+        hidden = old < 0
         drawn, remaining = draw(key, state.remaining)
-        value = jnp.where(hidden, drawn.astype(jnp.int8), state.values[flip])
-        values = state.values.at[flip].set(value)
+        value = jnp.where(hidden, drawn, old)
+        values = jnp.where(at_flip, value.astype(jnp.int8), state.values)
         remaining = jnp.where(hidden, remaining, state.remaining)
 
         has_first = state.first >= 0
-        first = jnp.maximum(state.first, 0)
-        positions = jnp.arange(self.num_cards)
-        in_pair = (positions == flip) | (has_first & (positions == first))
-        obs = self._obs(values, state.face_up | in_pair)
+        in_pair = at_flip | at_first
 
-        already_up = state.face_up[flip] | (has_first & state.face_up[first])
-        match = has_first & ~already_up & (values[first] == value) & (first != flip)
+        already_up = jnp.any(state.face_up & in_pair)
+        first_value = jnp.sum(jnp.where(at_first, values, 0), dtype=jnp.int32)
+        match = has_first & ~already_up & (first_value == value) & (state.first != flip)
         pair_reward = jnp.where(match, self.success_reward, 2 * self.failure_reward)
         reward = jnp.where(has_first, pair_reward, 0.0)
         reward = jnp.where(already_up, self.failure_reward * (1 + has_first), reward)
@@ -142,7 +179,7 @@ class Concentration(environment.Environment[ConcentrationState, ConcentrationPar
             time=state.time + 1,
         )
         terminated = match & face_up.all()
-        return obs, state, reward.astype(jnp.float32), terminated, {}
+        return state, state.face_up | in_pair, reward.astype(jnp.float32), terminated
 
     def _obs(self, values: jax.Array, visible: jax.Array) -> jax.Array:
         shown = jnp.where(visible, values.astype(jnp.int32), self.num_values)

@@ -57,6 +57,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.bits import bit_at, pick_bit, unpack_rows, with_bit
 
 FREE, WALL, START, GOAL, HIDDEN = 0, 1, 2, 3, 4
 NUM_CELL_TYPES = 5
@@ -66,79 +67,69 @@ NO_ACTION = 4
 MOVES = np.array([[0, -1], [0, 1], [-1, 0], [1, 0]], np.int32)
 
 
-def _pick(mask: jax.Array, word: jax.Array) -> jax.Array:
-    """Index of a uniform True entry of ``mask``, chosen by a random 32-bit ``word``.
-
-    ``word % count`` is uniform up to a relative bias below ``count / 2**32``.
-    """
-    count = jnp.maximum(mask.sum(dtype=jnp.uint32), 1)
-    return jnp.argmax(jnp.cumsum(mask) > word % count)
-
-
 @struct.dataclass
 class MazeBuilder:
-    """A hunt-and-kill maze of ``rows * cols`` rooms (flat indices) being carved.
+    """A hunt-and-kill maze of ``rows x cols`` rooms being carved.
 
-    ``words`` holds every random choice of the maze: the first room, the side of
-    the start opening, the start and goal positions, then two per carved passage
-    (the room to hunt from, the direction to walk).
+    Room masks are packed by rows (``ssmrl.envs.popgym.bits``): bit ``c`` of
+    entry ``r`` is room ``(r, c)``. ``choices`` holds the random choices made
+    before carving: the first room, the side of the start opening, the start and
+    goal positions. Each carved passage takes two more (`carve_maze`'s ``words``).
     """
 
-    words: jax.Array  # (2 * rooms + 2,) uint32
-    visited: jax.Array  # (rooms,) bool
-    room: jax.Array  # int32, the walk's current room
-    right: jax.Array  # (rooms,) bool, passage to the right neighbour
-    down: jax.Array  # (rooms,) bool, passage to the lower neighbour
+    choices: jax.Array  # (4,) uint32
+    visited: jax.Array  # (rows,) uint32
+    room: jax.Array  # (2,) int32, row and column of the walk's current room
+    right: jax.Array  # (rows,) uint32, passage to the right neighbour
+    down: jax.Array  # (rows,) uint32, passage to the lower neighbour
     carved: jax.Array  # int32, passages carved so far; rooms - 1 when finished
 
 
 def start_maze(key: jax.Array, rows: int, cols: int) -> MazeBuilder:
-    """A maze with its random choices drawn and nothing carved yet."""
-    return _maze_from_words(jax.random.bits(key, (2 * rows * cols + 2,)), rows, cols)
+    """A maze with its first choices drawn and nothing carved yet."""
+    return _maze_from_choices(jax.random.bits(key, (4,)), rows, cols)
 
 
-def _maze_from_words(words: jax.Array, rows: int, cols: int) -> MazeBuilder:
-    n = rows * cols
-    first = (words[0] % n).astype(jnp.int32)
-    no_passage = jnp.zeros(n, bool)
-    return MazeBuilder(words, jnp.arange(n) == first, first, no_passage, no_passage, jnp.int32(0))
+def _maze_from_choices(choices: jax.Array, rows: int, cols: int) -> MazeBuilder:
+    first = (choices[0] % (rows * cols)).astype(jnp.int32)
+    room = jnp.stack([first // cols, first % cols])
+    none = jnp.zeros(rows, jnp.uint32)
+    return MazeBuilder(choices, with_bit(none, *room), room, none, none, jnp.int32(0))
 
 
-def carve_maze(maze: MazeBuilder, rows: int, cols: int) -> MazeBuilder:
+def carve_maze(maze: MazeBuilder, words: jax.Array, rows: int, cols: int) -> MazeBuilder:
     """Carve one passage (a no-op once the maze is finished).
 
     The walk moves to a uniform unvisited neighbour; when it is stuck it first
     resumes from a uniform visited room that has an unvisited neighbour.
+    ``words`` (2 random uint32) choose the room to hunt from and the direction.
     """
-    n = rows * cols
-    idx = jnp.arange(n)
-    row, col = np.arange(n) // cols, np.arange(n) % cols
-    # Whether each room has a neighbour to the left, right, up, down.
-    inside = jnp.asarray(np.stack([col > 0, col < cols - 1, row > 0, row < rows - 1]))
-    hunt_word, walk_word = jax.lax.dynamic_slice(maze.words, (4 + 2 * maze.carved,), (2,))
-    unvisited = ~maze.visited
-    free = inside & jnp.stack(
+    unvisited = ~maze.visited & jnp.uint32((1 << cols) - 1)
+    # Rooms with an unvisited neighbour to the left, right, up, down.
+    free = jnp.stack(
         [
+            unvisited << 1,
+            unvisited >> 1,
             jnp.pad(unvisited[:-1], (1, 0)),
             jnp.pad(unvisited[1:], (0, 1)),
-            jnp.pad(unvisited[:-cols], (cols, 0)),
-            jnp.pad(unvisited[cols:], (0, cols)),
         ]
-    )
-    can_walk = maze.visited & free.any(0)
-    stuck = ~jnp.any(can_walk & (idx == maze.room))
-    room = jnp.where(stuck, _pick(can_walk, hunt_word), maze.room)
-    direction = _pick(jnp.any(free & (idx == room), axis=1), walk_word)
-    nxt = room + jnp.array([-1, 1, -cols, cols])[direction]
-    passage = idx == jnp.minimum(room, nxt)
+    ) & jnp.uint32((1 << cols) - 1)
+    can_walk = maze.visited & (free[0] | free[1] | free[2] | free[3])
+    stuck = ~bit_at(can_walk, *maze.room)
+    room = jnp.where(stuck, jnp.stack(pick_bit(can_walk, words[0], cols)), maze.room)
+    options = jax.vmap(bit_at, in_axes=(0, None, None))(free, *room)
+    count = jnp.maximum(options.sum(dtype=jnp.uint32), 1)
+    direction = jnp.argmax(jnp.cumsum(options) > words[1] % count)
+    nxt = room + jnp.asarray(MOVES)[direction]
+    passage = jnp.minimum(room, nxt)
     carved = maze.replace(
-        visited=maze.visited | (idx == nxt),
-        room=nxt.astype(jnp.int32),
-        right=maze.right | (passage & (direction < 2)),
-        down=maze.down | (passage & (direction >= 2)),
+        visited=with_bit(maze.visited, *nxt),
+        room=nxt,
+        right=jnp.where(direction < 2, with_bit(maze.right, *passage), maze.right),
+        down=jnp.where(direction >= 2, with_bit(maze.down, *passage), maze.down),
         carved=maze.carved + 1,
     )
-    busy = maze.carved < n - 1
+    busy = maze.carved < rows * cols - 1
     return jax.tree.map(lambda new, old: jnp.where(busy, new, old), carved, maze)
 
 
@@ -151,28 +142,35 @@ def maze_layout(maze: MazeBuilder, rows: int, cols: int) -> tuple[jax.Array, jax
     (north, south, west, east), the goal on the opposite side, each at a uniform
     room row or column. The openings are not cut into ``walls``.
     """
-    walls = jnp.ones((2 * rows + 1, 2 * cols + 1), bool).at[1::2, 1::2].set(False)
-    walls = walls.at[1::2, 2:-1:2].set(~maze.right.reshape(rows, cols)[:, :-1])
-    walls = walls.at[2:-1:2, 1::2].set(~maze.down.reshape(rows, cols)[:-1, :])
-    side = maze.words[1] % 4
-    across = 2 * (maze.words[2:4] % cols).astype(jnp.int32) + 1
-    along = 2 * (maze.words[2:4] % rows).astype(jnp.int32) + 1
+    # Room rows alternate room (free) and the wall to its right; the rows
+    # between alternate the wall below a room and a corner (always wall).
+    wall = jnp.ones((rows, cols), bool)
+    room_rows = jnp.stack([~wall, ~unpack_rows(maze.right, cols)], -1).reshape(rows, 2 * cols)
+    down_rows = jnp.stack([~unpack_rows(maze.down, cols), wall], -1).reshape(rows, 2 * cols)
+    inner = jnp.stack([room_rows, down_rows], 1).reshape(2 * rows, 2 * cols)
+    walls = jnp.pad(inner, ((1, 0), (1, 0)), constant_values=True)
+    side = maze.choices[1] % 4
+    across = 2 * (maze.choices[2:4] % cols).astype(jnp.int32) + 1
+    along = 2 * (maze.choices[2:4] % rows).astype(jnp.int32) + 1
     north = jnp.stack([jnp.array([0, 2 * rows]), across], axis=1)
     west = jnp.stack([along, jnp.array([0, 2 * cols])], axis=1)
     start, goal = jnp.stack([north, north[::-1], west, west[::-1]])[side].astype(jnp.int32)
     return walls, start, goal
 
 
-def finish_maze(maze: MazeBuilder, rows: int, cols: int) -> MazeBuilder:
-    """Carve every remaining passage."""
+def finish_maze(maze: MazeBuilder, key: jax.Array, rows: int, cols: int) -> MazeBuilder:
+    """Carve every remaining passage, with random words drawn from ``key``."""
     remaining = rows * cols - 1
-    return jax.lax.fori_loop(0, remaining, lambda _, m: carve_maze(m, rows, cols), maze)
+    words = jax.random.bits(key, (remaining, 2))
+    return jax.lax.fori_loop(0, remaining, lambda i, m: carve_maze(m, words[i], rows, cols), maze)
 
 
 def generate_maze(key: jax.Array, rows: int, cols: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Random perfect maze by hunt-and-kill with random hunting: ``maze_layout``'s
     ``(walls, start, goal)``."""
-    return maze_layout(finish_maze(start_maze(key, rows, cols), rows, cols), rows, cols)
+    key_start, key_carve = jax.random.split(key)
+    maze = finish_maze(start_maze(key_start, rows, cols), key_carve, rows, cols)
+    return maze_layout(maze, rows, cols)
 
 
 @struct.dataclass
@@ -227,11 +225,8 @@ class _Labyrinth(environment.Environment[LabyrinthState, LabyrinthParams]):
     def reset_env(
         self, key: jax.Array, params: LabyrinthParams
     ) -> tuple[jax.Array, LabyrinthState]:
-        rows, cols = self.rooms
-        words = jax.random.bits(key, (2, 2 * rows * cols + 2))
-        maze = finish_maze(_maze_from_words(words[0], rows, cols), rows, cols)
-        next_maze = _maze_from_words(words[1], rows, cols)
-        return self._reset(*maze_layout(maze, rows, cols), next_maze)
+        key_maze, key_next = jax.random.split(key)
+        return self._reset(*generate_maze(key_maze, *self.rooms), start_maze(key_next, *self.rooms))
 
     def _reset(
         self, walls: jax.Array, start: jax.Array, goal: jax.Array, next_maze: MazeBuilder
@@ -275,19 +270,24 @@ class _Labyrinth(environment.Environment[LabyrinthState, LabyrinthParams]):
         truncated = self.is_truncated(state_step, params)
         done = terminated | truncated
         rows, cols = self.rooms
+        # Words for the maze that follows the next one (two rows: its first
+        # choices), then two per passage carved this step.
+        words = jax.random.bits(key, (2 + self.carve_per_step, 2))
         maze = state_step.next_maze
+        for i in range(self.carve_per_step):
+            maze = carve_maze(maze, words[2 + i], rows, cols)
 
-        def more(carry):
-            count, maze = carry
-            return (count < self.carve_per_step) | (done & (maze.carved < rows * cols - 1))
+        def unfinished(maze):
+            return done & (maze.carved < rows * cols - 1)
 
-        _, maze = jax.lax.while_loop(
-            more, lambda c: (c[0] + 1, carve_maze(c[1], rows, cols)), (0, maze)
-        )
+        def carve(maze):
+            extra = jax.random.bits(jax.random.fold_in(key, maze.carved), (2,))
+            return carve_maze(maze, extra, rows, cols)
+
+        maze = jax.lax.while_loop(unfinished, carve, maze)
         state_step = state_step.replace(next_maze=maze)
-        obs_reset, state_reset = self._reset(
-            *maze_layout(maze, rows, cols), start_maze(key, rows, cols)
-        )
+        after = _maze_from_choices(words[:2].reshape(4), rows, cols)
+        obs_reset, state_reset = self._reset(*maze_layout(maze, rows, cols), after)
         state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
         obs = jax.lax.select(done, obs_reset, obs_step)
         info = {

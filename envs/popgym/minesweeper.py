@@ -17,6 +17,9 @@ Differences from the reference (popgym 1.0.7 ``MineSweeper``):
 - The observation is the one-hot encoding of the reference's ``Discrete``.
 - The reward scales use ``L`` (the reference's episode length);
   ``params.max_steps_in_episode`` changes only the time limit.
+- Mines are placed by Floyd's algorithm (`sample_mines`), each choice a random
+  32-bit word modulo the number of options (relative bias below
+  ``rows * cols / 2**32``), so that the reset gymnax draws every step is cheap.
 """
 
 from __future__ import annotations
@@ -25,10 +28,34 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+
+
+def sample_mines(key: jax.Array, num_cells: int, num_mines: int) -> jax.Array:
+    """A uniform random ``num_mines``-subset of ``num_cells`` cells as a ``(num_cells,)`` mask.
+
+    Floyd's algorithm: for ``j = num_cells - num_mines, ..., num_cells - 1`` draw ``t``
+    uniform in ``[0, j]`` and add ``t`` to the set, or ``j`` if ``t`` is already in
+    it; every subset has probability ``1 / C(num_cells, num_mines)``. ``t`` is a
+    random 32-bit word modulo ``j + 1`` (relative bias below ``num_cells / 2**32``).
+    The set is kept as the bits of a few 32-bit words, so each draw costs a few
+    operations instead of a pass over the board.
+    """
+    words = jax.random.bits(key, (num_mines,))
+    lanes = jnp.arange(-(-num_cells // 32), dtype=jnp.uint32)
+    chosen = jnp.zeros(lanes.shape, jnp.uint32)
+    for i in range(num_mines):
+        j = num_cells - num_mines + i
+        t = words[i] % jnp.uint32(j + 1)
+        taken = (jnp.sum(jnp.where(lanes == t // 32, chosen, 0)) >> (t % 32)) & 1
+        cell = jnp.where(taken == 1, jnp.uint32(j), t)
+        chosen = chosen | jnp.where(lanes == cell // 32, jnp.uint32(1) << (cell % 32), 0)
+    cells = np.arange(num_cells)
+    return ((chosen[cells // 32] >> (cells % 32).astype(np.uint32)) & 1).astype(bool)
 
 
 @struct.dataclass
@@ -83,15 +110,7 @@ class MineSweeper(environment.Environment[MineSweeperState, MineSweeperParams]):
     def reset_env(
         self, key: jax.Array, params: MineSweeperParams
     ) -> tuple[jax.Array, MineSweeperState]:
-        # The cells holding the smallest of iid random words (ties broken by
-        # position) form a uniform subset; ranks come from pairwise comparisons,
-        # which are cheaper than a sort and a scatter under vmap.
-        words = jax.random.bits(key, (self.num_cells,))
-        cells = jnp.arange(self.num_cells)
-        smaller = (words[None, :] < words[:, None]) | (
-            (words[None, :] == words[:, None]) & (cells[None, :] < cells[:, None])
-        )
-        mines = smaller.sum(1) < self.num_mines
+        mines = sample_mines(key, self.num_cells, self.num_mines)
         return self.reset_from_mines(mines.reshape(self.dims))
 
     def step_env(

@@ -19,10 +19,17 @@ Differences from the reference (popgym 1.0.7 ``MultiarmedBandit``):
 - Actions are clipped to ``[0, num_arms - 1]`` (the reference indexes its
   probabilities with the action, so it raises for ``action >= num_arms`` and
   wraps negative actions around).
+- ``step`` overrides gymnax's auto-reset so that ``num_arms`` probabilities are
+  not drawn every step: each state carries the next episode's probabilities,
+  drawn one per step (the rest at the reset if the episode ends sooner).
+  They have the same distribution; which probabilities follow is fixed by the
+  steps of the episode before instead of by the key of the step that ends it.
+  Within an episode, ``step`` is gymnax's for the same keys.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -36,6 +43,8 @@ from ssmrl.envs.popgym import task
 @struct.dataclass
 class MultiarmedBanditState(environment.EnvState):
     probs: jax.Array  # (num_arms,) float32, payout probability of each arm
+    next_probs: jax.Array  # (num_arms,) float32, the next episode's, being drawn
+    drawn: jax.Array  # int32, entries of next_probs drawn so far
     time: int
 
 
@@ -66,8 +75,64 @@ class MultiarmedBandit(environment.Environment[MultiarmedBanditState, Multiarmed
     def reset_env(
         self, key: jax.Array, params: MultiarmedBanditParams
     ) -> tuple[jax.Array, MultiarmedBanditState]:
-        probs = jax.random.uniform(key, (self.num_arms,), jnp.float32)
-        return self._obs(jnp.zeros((), bool)), MultiarmedBanditState(probs=probs, time=0)
+        return self._start(jax.random.uniform(key, (self.num_arms,), jnp.float32))
+
+    def _start(self, probs: jax.Array) -> tuple[jax.Array, MultiarmedBanditState]:
+        state = MultiarmedBanditState(
+            probs=probs, next_probs=jnp.zeros_like(probs), drawn=jnp.zeros((), jnp.int32), time=0
+        )
+        return self._obs(jnp.zeros((), bool)), state
+
+    def _draw_next(self, state: MultiarmedBanditState, key: jax.Array) -> MultiarmedBanditState:
+        """Draw the next missing entry of ``state.next_probs`` (a no-op once all are)."""
+        arm = jnp.arange(self.num_arms) == state.drawn
+        prob = jax.random.uniform(key, (), jnp.float32)
+        return state.replace(
+            next_probs=jnp.where(arm, prob, state.next_probs),
+            drawn=jnp.minimum(state.drawn + 1, self.num_arms),
+        )
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(
+        self,
+        key: jax.Array,
+        state: MultiarmedBanditState,
+        action: int | jax.Array,
+        params: MultiarmedBanditParams | None = None,
+    ) -> tuple[jax.Array, MultiarmedBanditState, jax.Array, jax.Array, jax.Array, dict[Any, Any]]:
+        """gymnax's step with auto-reset, without drawing every probability every step.
+
+        One probability of the next episode is drawn per step, from the key
+        gymnax would reset with; should the episode end before all are drawn (a
+        short time limit), the rest are drawn then.
+        """
+        if params is None:
+            params = self.default_params
+        key_step, key_reset = jax.random.split(key)
+        obs_step, state_step, reward, terminated, info = self.step_env(
+            key_step, state, action, params
+        )
+        truncated = self.is_truncated(state_step, params)
+        done = terminated | truncated
+        state_step = self._draw_next(state_step, key_reset)
+
+        def unfinished(state):
+            return done & (state.drawn < self.num_arms)
+
+        def draw(state):
+            return self._draw_next(state, jax.random.fold_in(key_reset, state.drawn))
+
+        state_step = jax.lax.while_loop(unfinished, draw, state_step)
+        obs_reset, state_reset = self._start(state_step.next_probs)
+        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
+        obs = jax.lax.select(done, obs_reset, obs_step)
+        info = {
+            **info,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_observation": obs_step,
+        }
+        return obs, state, reward, terminated, truncated, info
 
     def step_env(
         self,
@@ -84,7 +149,7 @@ class MultiarmedBandit(environment.Environment[MultiarmedBanditState, Multiarmed
         return self._obs(won), state, reward.astype(jnp.float32), terminated, {}
 
     def _obs(self, won: jax.Array) -> jax.Array:
-        return jax.nn.one_hot(won.astype(jnp.int32), 2, dtype=jnp.float32)
+        return jnp.stack([~won, won]).astype(jnp.float32)
 
     @property
     def num_actions(self) -> int:

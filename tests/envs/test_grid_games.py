@@ -12,6 +12,7 @@ import pytest
 
 from ssmrl.envs import make
 from ssmrl.envs.popgym.battleship import Battleship
+from ssmrl.envs.popgym.bits import unpack_rows
 from ssmrl.envs.popgym.minesweeper import MineSweeper
 from tests.envs.reference import assert_means_match, jax_random_returns, reference_random_returns
 
@@ -176,7 +177,7 @@ def test_battleship_placement_matches_reference(name):
     env, params = ENVS[name]
     n = env.board_size
     _, states = _reset_batch(env, params, jax.random.split(jax.random.key(1), 4000))
-    boards = np.asarray(states.board).reshape(4000, -1)
+    boards = np.asarray(unpack_rows(states.board, n)).reshape(4000, -1)
     assert (boards.sum(1) == env.needed_hits).all()
     ref = getattr(popgym.envs, name)()
     ref.reset(seed=0)
