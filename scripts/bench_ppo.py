@@ -98,6 +98,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        envs.make(args.env)
+    except ValueError as e:  # an unknown name or a missing optional extra
+        parser.error(str(e).splitlines()[0])
 
     device = jax.devices()[0]
     print(f"backend {jax.default_backend()} ({device.device_kind}), env {args.env}")
