@@ -180,14 +180,22 @@ def window_attention(q, k, v, mask, base: float) -> jax.Array:
     n, c, span, _ = mask.shape
     t_len, w = q.shape[0], span - c
     pad = n * c - t_len
-    index = c * np.arange(n)[:, None] + np.arange(span)  # [n, W + C]
 
     def pad_time(x):
         return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
 
+    def blocks(x):  # [W + T, ...] -> [n, W + C, ...], block n's keys nC .. nC + W + C - 1
+        x = pad_time(x)
+        if n == 1:
+            return x[None]
+        # n > 1 only when T > W, so C = W and block n is chunks n and n + 1 of size C:
+        # slices and a concatenation, whose gradient is cheaper than a gather's.
+        chunks = x.reshape(n + 1, c, *x.shape[1:])
+        return jnp.concatenate([chunks[:-1], chunks[1:]], axis=1)
+
     q = rotate(pad_time(q).reshape(n, c, *q.shape[1:]), (w + np.arange(c))[:, None, None], base)
-    k = rotate(pad_time(k)[index], np.arange(span)[:, None, None], base)
-    v = pad_time(v)[index]
+    k = rotate(blocks(k), np.arange(span)[:, None, None], base)
+    v = blocks(v)
     scores = jnp.einsum("ncbhd,nkbhd->nbhck", q, k) / math.sqrt(q.shape[-1])
     p = masked_softmax(scores, jnp.moveaxis(mask, 3, 1)[:, :, None])  # [n, B, 1, C, W + C]
     out = jnp.einsum("nbhck,nkbhd->ncbhd", p, v)
