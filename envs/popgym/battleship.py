@@ -25,16 +25,16 @@ Differences from the reference (popgym 1.0.7 ``Battleship``):
   (relative bias below ``k / 2**32``).
 - The reward scales use ``board_size**2`` (the reference's episode length);
   ``params.max_steps_in_episode`` changes only the time limit.
-- ``step`` overrides gymnax's auto-reset so that a whole layout is not placed
-  every step: each state carries the next episode's layout, one ship placed per
-  step (the rest at the reset if the episode ends sooner). Layouts have the same
-  distribution; which layout follows is fixed by the steps of the episode before
-  instead of by the key of the step that ends it. ``reset`` places all ships.
+- ``step`` overrides gymnax's auto-reset (`ssmrl.envs.popgym.autoreset`) so
+  that a whole layout is not placed every step: each state carries the next
+  episode's layout, one ship placed per step (the rest at the reset if the
+  episode ends sooner). Layouts have the same distribution; which layout
+  follows is fixed by the steps of the episode before instead of by the key of
+  the step that ends it. ``reset`` places all ships.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import jax
@@ -43,7 +43,9 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.autoreset import AutoReset
 from ssmrl.envs.popgym.bits import bit_at, pack_rows, pick_bit, with_bit
+from ssmrl.envs.popgym.rng import words
 
 
 @struct.dataclass
@@ -104,7 +106,7 @@ def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) ->
     return rows
 
 
-class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
+class Battleship(AutoReset[BattleshipState, BattleshipParams]):
     """Battleship on a hidden ``board_size`` x ``board_size`` board.
 
     Args:
@@ -154,7 +156,8 @@ class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
     def _place_next(self, state: BattleshipState, word: jax.Array) -> BattleshipState:
         """Place the next ship of ``state.next_board`` (a no-op once all are placed)."""
         count = len(self.ship_sizes)
-        size = jnp.asarray(self.ship_sizes)[jnp.minimum(state.placed, count - 1)]
+        sizes = jnp.asarray(self.ship_sizes)
+        size = jnp.sum(jnp.where(jnp.arange(count) == state.placed, sizes, 0))
         board = place_ship(state.next_board, size, word, max(self.ship_sizes))
         busy = state.placed < count
         return state.replace(
@@ -162,46 +165,23 @@ class Battleship(environment.Environment[BattleshipState, BattleshipParams]):
             placed=state.placed + busy.astype(jnp.int32),
         )
 
-    @partial(jax.jit, static_argnames=("self",))
-    def step(
-        self,
-        key: jax.Array,
-        state: BattleshipState,
-        action: int | jax.Array,
-        params: BattleshipParams | None = None,
-    ) -> tuple[jax.Array, BattleshipState, jax.Array, jax.Array, jax.Array, dict[Any, Any]]:
-        """gymnax's step with auto-reset, without placing a whole layout every step.
-
-        One ship of the next episode's layout is placed per step; should the
-        episode end before all are placed (a short time limit), the rest are
-        placed then.
-        """
-        if params is None:
-            params = self.default_params
-        # step_env draws nothing, so the key is free for the next layout.
-        obs_step, state_step, reward, terminated, info = self.step_env(key, state, action, params)
-        truncated = self.is_truncated(state_step, params)
-        done = terminated | truncated
-        state_step = self._place_next(state_step, jax.random.bits(key, (), jnp.uint32))
+    def next_episode(
+        self, key: jax.Array, state: BattleshipState, done: jax.Array, params: BattleshipParams
+    ) -> tuple[BattleshipState, tuple[jax.Array, BattleshipState]]:
+        """Place one ship of the next layout; where the episode ends before all are
+        placed (a short time limit), place the rest."""
+        # step_env draws nothing: block 0 of the key's words places this step's
+        # ship, block k (>= 1 ships placed) a ship placed at the end.
+        state = self._place_next(state, words(key, 1)[0])
 
         def unfinished(state):
             return done & (state.placed < len(self.ship_sizes))
 
         def place(state):
-            word = jax.random.bits(jax.random.fold_in(key, state.placed), (), jnp.uint32)
-            return self._place_next(state, word)
+            return self._place_next(state, words(key, 1, block=state.placed)[0])
 
-        state_step = jax.lax.while_loop(unfinished, place, state_step)
-        obs_reset, state_reset = self._start(state_step.next_board)
-        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
-        obs = jax.lax.select(done, obs_reset, obs_step)
-        info = {
-            **info,
-            "terminated": terminated,
-            "truncated": truncated,
-            "final_observation": obs_step,
-        }
-        return obs, state, reward, terminated, truncated, info
+        state = jax.lax.while_loop(unfinished, place, state)
+        return state, self._start(state.next_board)
 
     def step_env(
         self,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ssmrl.envs.popgym.bits import prefix_sums
+
 DECK_SIZE = 52
 NUM_VALUES = {"ranks": 13, "suits": 4, "colors": 2}
 
@@ -41,18 +43,31 @@ def full_counts(num_decks: int, attribute: str) -> jax.Array:
 
 
 def draw(key: jax.Array, counts: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Deal one card uniformly from a deck given as per-value ``counts``.
+    """Deal one card uniformly from a deck given as per-value ``counts``, with the
+    random word ``jax.random.bits(key)``: see `deal`."""
+    return deal(jax.random.bits(key, (), jnp.uint32), counts)
+
+
+def deal(
+    word: jax.Array, counts: jax.Array, total: jax.Array | int | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Deal one card uniformly from a deck given as per-value ``counts``, chosen by
+    the random uint32 ``word``.
 
     Returns the dealt value (int32) and the counts without it. An empty deck
-    deals value 0 and stays empty. The card is picked as 32 random bits modulo
-    the deck size, which favours some cards by less than ``N / 2**32`` (a
-    fraction of 2e-7 for the largest deck); ``jax.random.randint`` would remove
-    that but compiles several times slower.
+    deals value 0 and stays empty. ``total`` is ``counts.sum()``, for callers
+    that know it without summing. The card is the word modulo the deck size,
+    which favours some cards by less than ``N / 2**32`` (a fraction of 2e-7 for
+    the largest deck); ``jax.random.randint`` would remove that but compiles
+    several times slower.
     """
-    total = counts.sum()
-    bits = jax.random.bits(key, (), jnp.uint32)
-    pick = (bits % jnp.maximum(total, 1).astype(jnp.uint32)).astype(jnp.int32)
-    value = jnp.minimum(jnp.sum(jnp.cumsum(counts) <= pick), counts.shape[0] - 1)
-    value = jnp.where(total > 0, value, 0).astype(jnp.int32)
+    if total is None:
+        total = counts.sum()
+    total = jnp.asarray(total, counts.dtype)
+    pick = (word % jnp.maximum(total, 1).astype(jnp.uint32)).astype(counts.dtype)
+    # A sum, not a one-hot compare chain: XLA materialises the reduction once
+    # instead of recomputing the prefix sums for every element that uses it.
+    value = jnp.sum(prefix_sums(counts) <= pick, dtype=jnp.int32)
+    value = jnp.where(total > 0, jnp.minimum(value, counts.shape[0] - 1), 0)
     taken = (jnp.arange(counts.shape[0]) == value) & (total > 0)
     return value, counts - taken.astype(counts.dtype)

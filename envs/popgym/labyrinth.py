@@ -37,17 +37,16 @@ Differences from the reference (popgym 1.0.7 ``LabyrinthEscape`` /
   rooms unvisited (walled in); this never happens here (we measured 0 in 6000
   mazelib mazes of the three sizes). Uniform choices among ``k`` options take a
   random 32-bit word modulo ``k`` (relative bias below ``k / 2**32``).
-- ``step`` overrides gymnax's auto-reset so that a maze is not generated every
-  step: each state carries the next episode's maze, drawn when the episode
-  starts and carved a few passages per step (the rest at the reset if the
-  episode ends sooner). Mazes have the same distribution; which maze follows
-  is fixed by the reset key instead of by the key of the step that ends the
-  episode. ``reset`` generates its maze whole.
+- ``step`` overrides gymnax's auto-reset (`ssmrl.envs.popgym.autoreset`) so
+  that a maze is not generated every step: each state carries the next
+  episode's maze, drawn when the episode starts and carved a few passages per
+  step (the rest at the reset if the episode ends sooner). Mazes have the same
+  distribution; which maze follows is fixed by the reset key instead of by the
+  key of the step that ends the episode. ``reset`` generates its maze whole.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import jax
@@ -57,7 +56,9 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.autoreset import AutoReset
 from ssmrl.envs.popgym.bits import bit_at, pick_bit, unpack_rows, with_bit
+from ssmrl.envs.popgym.rng import words
 
 FREE, WALL, START, GOAL, HIDDEN = 0, 1, 2, 3, 4
 NUM_CELL_TYPES = 5
@@ -189,7 +190,7 @@ class LabyrinthParams(environment.EnvParams):
     max_steps_in_episode: int = 1024
 
 
-class _Labyrinth(environment.Environment[LabyrinthState, LabyrinthParams]):
+class _Labyrinth(AutoReset[LabyrinthState, LabyrinthParams]):
     """Maze, movement and observation shared by the labyrinth tasks.
 
     Args:
@@ -250,53 +251,29 @@ class _Labyrinth(environment.Environment[LabyrinthState, LabyrinthParams]):
         )
         return self._obs(state, NO_ACTION), state
 
-    @partial(jax.jit, static_argnames=("self",))
-    def step(
-        self,
-        key: jax.Array,
-        state: LabyrinthState,
-        action: int | jax.Array,
-        params: LabyrinthParams | None = None,
-    ) -> tuple[jax.Array, LabyrinthState, jax.Array, jax.Array, jax.Array, dict[Any, Any]]:
-        """gymnax's step with auto-reset, without generating a whole maze every step.
-
-        The next episode's maze is carved a few passages per step, enough to be
-        finished before any episode can end; should one end sooner (a short time
-        limit), the rest is carved then.
-        """
-        if params is None:
-            params = self.default_params
-        obs_step, state_step, reward, terminated, info = self.step_env(key, state, action, params)
-        truncated = self.is_truncated(state_step, params)
-        done = terminated | truncated
+    def next_episode(
+        self, key: jax.Array, state: LabyrinthState, done: jax.Array, params: LabyrinthParams
+    ) -> tuple[LabyrinthState, tuple[jax.Array, LabyrinthState]]:
+        """Carve a few passages of the next maze, enough to finish it before any
+        episode can end; where one ends sooner (a short time limit), carve the rest."""
         rows, cols = self.rooms
-        # Words for the maze that follows the next one (two rows: its first
-        # choices), then two per passage carved this step.
-        words = jax.random.bits(key, (2 + self.carve_per_step, 2))
-        maze = state_step.next_maze
+        # step_env draws nothing. Block 0 of the key's words: the first choices of
+        # the maze after the next one (four), then two per passage carved this
+        # step; block 1 + k: passage k carved at the end.
+        w = words(key, 4 + 2 * self.carve_per_step)
+        maze = state.next_maze
         for i in range(self.carve_per_step):
-            maze = carve_maze(maze, words[2 + i], rows, cols)
+            maze = carve_maze(maze, jnp.stack(w[4 + 2 * i : 6 + 2 * i]), rows, cols)
 
         def unfinished(maze):
             return done & (maze.carved < rows * cols - 1)
 
         def carve(maze):
-            extra = jax.random.bits(jax.random.fold_in(key, maze.carved), (2,))
-            return carve_maze(maze, extra, rows, cols)
+            return carve_maze(maze, jnp.stack(words(key, 2, block=1 + maze.carved)), rows, cols)
 
         maze = jax.lax.while_loop(unfinished, carve, maze)
-        state_step = state_step.replace(next_maze=maze)
-        after = _maze_from_choices(words[:2].reshape(4), rows, cols)
-        obs_reset, state_reset = self._reset(*maze_layout(maze, rows, cols), after)
-        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
-        obs = jax.lax.select(done, obs_reset, obs_step)
-        info = {
-            **info,
-            "terminated": terminated,
-            "truncated": truncated,
-            "final_observation": obs_step,
-        }
-        return obs, state, reward, terminated, truncated, info
+        after = _maze_from_choices(jnp.stack(w[:4]), rows, cols)
+        return state.replace(next_maze=maze), self._reset(*maze_layout(maze, rows, cols), after)
 
     def _move(
         self, state: LabyrinthState, action: jax.Array

@@ -19,17 +19,17 @@ Differences from the reference (popgym 1.0.7 ``MultiarmedBandit``):
 - Actions are clipped to ``[0, num_arms - 1]`` (the reference indexes its
   probabilities with the action, so it raises for ``action >= num_arms`` and
   wraps negative actions around).
-- ``step`` overrides gymnax's auto-reset so that ``num_arms`` probabilities are
-  not drawn every step: each state carries the next episode's probabilities,
-  drawn one per step (the rest at the reset if the episode ends sooner).
-  They have the same distribution; which probabilities follow is fixed by the
-  steps of the episode before instead of by the key of the step that ends it.
-  Within an episode, ``step`` is gymnax's for the same keys.
+- ``step`` overrides gymnax's auto-reset (`ssmrl.envs.popgym.autoreset`) so
+  that ``num_arms`` probabilities are not drawn every step: each state carries
+  the next episode's probabilities, drawn one per step (the rest at the reset if
+  the episode ends sooner). They have the same distribution; which probabilities
+  follow is fixed by the steps of the episode before instead of by the key of
+  the step that ends it. A step's pull and probability come from one key
+  (`ssmrl.envs.popgym.rng`) instead of the two halves of a split key.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import jax
@@ -38,6 +38,8 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.autoreset import AutoReset
+from ssmrl.envs.popgym.rng import uniform, words
 
 
 @struct.dataclass
@@ -53,7 +55,7 @@ class MultiarmedBanditParams(environment.EnvParams):
     max_steps_in_episode: int = 200
 
 
-class MultiarmedBandit(environment.Environment[MultiarmedBanditState, MultiarmedBanditParams]):
+class MultiarmedBandit(AutoReset[MultiarmedBanditState, MultiarmedBanditParams]):
     """Episodic Bernoulli bandit with arm probabilities drawn at each reset.
 
     Args:
@@ -83,56 +85,36 @@ class MultiarmedBandit(environment.Environment[MultiarmedBanditState, Multiarmed
         )
         return self._obs(jnp.zeros((), bool)), state
 
-    def _draw_next(self, state: MultiarmedBanditState, key: jax.Array) -> MultiarmedBanditState:
-        """Draw the next missing entry of ``state.next_probs`` (a no-op once all are)."""
+    def _draw_next(self, state: MultiarmedBanditState, word: jax.Array) -> MultiarmedBanditState:
+        """Draw the next missing entry of ``state.next_probs`` from a random uint32
+        ``word`` (a no-op once all are)."""
         arm = jnp.arange(self.num_arms) == state.drawn
-        prob = jax.random.uniform(key, (), jnp.float32)
         return state.replace(
-            next_probs=jnp.where(arm, prob, state.next_probs),
+            next_probs=jnp.where(arm, uniform(word), state.next_probs),
             drawn=jnp.minimum(state.drawn + 1, self.num_arms),
         )
 
-    @partial(jax.jit, static_argnames=("self",))
-    def step(
+    def next_episode(
         self,
         key: jax.Array,
         state: MultiarmedBanditState,
-        action: int | jax.Array,
-        params: MultiarmedBanditParams | None = None,
-    ) -> tuple[jax.Array, MultiarmedBanditState, jax.Array, jax.Array, jax.Array, dict[Any, Any]]:
-        """gymnax's step with auto-reset, without drawing every probability every step.
-
-        One probability of the next episode is drawn per step, from the key
-        gymnax would reset with; should the episode end before all are drawn (a
-        short time limit), the rest are drawn then.
-        """
-        if params is None:
-            params = self.default_params
-        key_step, key_reset = jax.random.split(key)
-        obs_step, state_step, reward, terminated, info = self.step_env(
-            key_step, state, action, params
-        )
-        truncated = self.is_truncated(state_step, params)
-        done = terminated | truncated
-        state_step = self._draw_next(state_step, key_reset)
+        done: jax.Array,
+        params: MultiarmedBanditParams,
+    ) -> tuple[MultiarmedBanditState, tuple[jax.Array, MultiarmedBanditState]]:
+        """Draw one probability of the next episode; where the episode ends before
+        all are drawn (a short time limit), draw the rest."""
+        # step_env uses the first word of block 0, this step's probability the
+        # second; block k (>= 1 drawn) a probability drawn at the end.
+        state = self._draw_next(state, words(key, 2)[1])
 
         def unfinished(state):
             return done & (state.drawn < self.num_arms)
 
         def draw(state):
-            return self._draw_next(state, jax.random.fold_in(key_reset, state.drawn))
+            return self._draw_next(state, words(key, 1, block=state.drawn)[0])
 
-        state_step = jax.lax.while_loop(unfinished, draw, state_step)
-        obs_reset, state_reset = self._start(state_step.next_probs)
-        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_reset, state_step)
-        obs = jax.lax.select(done, obs_reset, obs_step)
-        info = {
-            **info,
-            "terminated": terminated,
-            "truncated": truncated,
-            "final_observation": obs_step,
-        }
-        return obs, state, reward, terminated, truncated, info
+        state = jax.lax.while_loop(unfinished, draw, state)
+        return state, self._start(state.next_probs)
 
     def step_env(
         self,
@@ -142,7 +124,8 @@ class MultiarmedBandit(environment.Environment[MultiarmedBanditState, Multiarmed
         params: MultiarmedBanditParams,
     ) -> tuple[jax.Array, MultiarmedBanditState, jax.Array, jax.Array, dict[Any, Any]]:
         action = jnp.clip(jnp.asarray(action).astype(jnp.int32), 0, self.num_arms - 1)
-        won = jax.random.uniform(key, (), jnp.float32) < state.probs[action]
+        prob = jnp.sum(jnp.where(jnp.arange(self.num_arms) == action, state.probs, 0.0))
+        won = uniform(words(key, 1)[0]) < prob
         reward = jnp.where(won, 1.0, -1.0) / params.max_steps_in_episode
         state = state.replace(time=state.time + 1)
         terminated = jnp.zeros((), bool)

@@ -1,11 +1,14 @@
-"""The cheap resets of the grid, bandit and card tasks keep gymnax's behaviour.
+"""The cheap steps and resets of the grid, bandit and card tasks keep their behaviour.
 
-Battleship and MultiarmedBandit carry the next episode's layout or probabilities
-and build them a little per step; Concentration builds its observation once;
-MineSweeper samples mines with Floyd's algorithm. These tests check exact
-distributions on small boards, both on the usual path and when an episode ends
-before the next one is ready, and step-by-step equality with gymnax's own
-auto-reset wherever the semantics are unchanged.
+`AutoReset` (the auto-reset step that CountRecall, Battleship, MultiarmedBandit
+and the labyrinths share) must agree with gymnax's; Battleship and
+MultiarmedBandit carry the next episode's layout or probabilities and build them
+a little per step; Concentration builds its observation once; MineSweeper
+samples mines with Floyd's algorithm; `rng.words` gives two words per hash.
+These tests check exact distributions on small boards, both on the usual path
+and when an episode ends before the next one is ready, and step-by-step
+equality with gymnax's auto-reset or with `step_env` wherever the semantics are
+unchanged. Each test compiles one function.
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnax.environments import environment
+from flax import struct
+from gymnax.environments import environment, spaces
 from scipy import stats
 
 from ssmrl.envs import make
+from ssmrl.envs.popgym.autoreset import AutoReset
 from ssmrl.envs.popgym.battleship import Battleship, place_ships
-from ssmrl.envs.popgym.bits import pack_rows, pick_bit, unpack_rows
+from ssmrl.envs.popgym.bits import pack_rows, pick_bit, prefix_sums, unpack_rows
+from ssmrl.envs.popgym.cards import deal
 from ssmrl.envs.popgym.minesweeper import sample_mines
+from ssmrl.envs.popgym.rng import uniform, words
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 SMALL = Battleship(board_size=4, ship_sizes=(3, 2))
@@ -65,29 +73,67 @@ def _assert_distribution(samples, exact):
     assert stats.chisquare(observed, expected).pvalue > 1e-4
 
 
-def test_pick_bit_is_uniform_in_row_major_order():
+def test_pick_bit_prefix_sums_and_packing():
     rows = jnp.asarray([0b0101, 0, 0b1000], jnp.uint32)
-    words = jnp.arange(6, dtype=jnp.uint32)
-    picks = jax.vmap(lambda w: jnp.stack(pick_bit(rows, w, 4)))(words)
-    np.testing.assert_array_equal(picks, [[0, 0], [0, 2], [2, 3]] * 2)
+    counts = np.random.default_rng(1).integers(0, 5, 13)
     grid = np.random.default_rng(0).random((5, 7)) < 0.5
-    np.testing.assert_array_equal(unpack_rows(pack_rows(grid), 7), grid)
+
+    @jax.jit
+    def run(words, counts, grid):
+        picks = jax.vmap(lambda w: jnp.stack(pick_bit(rows, w, 4)))(words)
+        return picks, prefix_sums(counts), unpack_rows(pack_rows(grid), 7)
+
+    picks, sums, unpacked = run(jnp.arange(6, dtype=jnp.uint32), counts, grid)
+    np.testing.assert_array_equal(picks, [[0, 0], [0, 2], [2, 3]] * 2)
+    np.testing.assert_array_equal(sums, np.cumsum(counts))
+    np.testing.assert_array_equal(unpacked, grid)
+
+
+def test_deal_takes_the_word_modulo_the_deck_in_value_order():
+    @jax.jit
+    def run(counts):
+        values = jax.vmap(lambda w: deal(w, counts)[0])(jnp.arange(10, dtype=jnp.uint32))
+        return values, deal(jnp.uint32(7), counts, 5), deal(jnp.uint32(7), 0 * counts)
+
+    values, (value, left), (empty_value, empty_left) = run(jnp.asarray([2, 0, 3], jnp.int32))
+    np.testing.assert_array_equal(values, [0, 0, 2, 2, 2] * 2)
+    assert value == 2 and left.tolist() == [2, 0, 2]
+    assert empty_value == 0 and empty_left.tolist() == [0, 0, 0]
+
+
+def test_words_are_split_key_data_and_blocks_differ():
+    @jax.jit
+    def run(key, raw, rbg):
+        block = [jnp.stack(words(k, 5)) for k in (key, raw, rbg)]
+        block_1 = [jnp.stack(words(k, 5, block=1)) for k in (key, rbg)]
+        split = jax.random.key_data(jax.random.split(key, 3)).reshape(-1)[:5]
+        bits = jax.random.bits(key, (100,))
+        return block, block_1, split, uniform(bits), jax.random.uniform(key, (100,))
+
+    key = jax.random.key(11)
+    rbg = jax.random.key(11, impl="rbg")
+    (ours, raw, rbg), (ours_1, rbg_1), split, uniform_ours, uniform_jax = run(
+        key, jax.random.PRNGKey(11), rbg
+    )
+    np.testing.assert_array_equal(ours, split)
+    np.testing.assert_array_equal(raw, split)
+    assert len(set(np.concatenate([ours, ours_1]).tolist())) == 10
+    assert len(set(np.concatenate([rbg, rbg_1]).tolist())) == 10
+    np.testing.assert_array_equal(uniform_ours, uniform_jax)
 
 
 def test_battleship_layouts_match_the_sequential_process():
     """``reset`` and the carried layouts of auto-resets, both placed a ship per step
     (16-step episodes) and all at once when an episode ends first (1 step)."""
     exact = _exact_layouts(4, SMALL.ship_sizes)
-    count = 6000
+    count = 4000
     _, states = jax.vmap(SMALL.reset, in_axes=(0, None))(
         jax.random.split(jax.random.key(0), count), SMALL.default_params
     )
     _assert_distribution(states.board, exact)
 
-    @partial(jax.jit, static_argnums=1, compiler_options=FAST_COMPILE)
-    def next_boards(key, max_steps):
-        params = SMALL.default_params.replace(max_steps_in_episode=max_steps)
-        keys = jax.random.split(key, (count, max_steps))
+    @partial(jax.jit, compiler_options=FAST_COMPILE)
+    def next_boards(key, params):
         _, state = SMALL.reset(jax.random.key(1), params)
 
         def one(keys):
@@ -96,34 +142,68 @@ def test_battleship_layouts_match_the_sequential_process():
 
             return jax.lax.scan(body, state, keys)[0].board
 
-        return jax.vmap(one)(keys)
+        # 16 steps: one 16-step episode, or sixteen 1-step ones.
+        return jax.vmap(one)(jax.random.split(key, (count, 16)))
 
     for max_steps in (1, 16):
-        _assert_distribution(next_boards(jax.random.key(max_steps), max_steps), exact)
+        params = SMALL.default_params.replace(max_steps_in_episode=max_steps)
+        _assert_distribution(next_boards(jax.random.key(max_steps), params), exact)
 
 
 def test_place_ships_fills_standard_boards():
-    for n in (8, 12):
-        boards = jax.vmap(lambda k, n=n: place_ships(k, n, (2, 3, 3, 4)))(
-            jax.random.split(jax.random.key(n), 500)
-        )
-        assert (np.asarray(unpack_rows(boards, n)).sum((1, 2)) == 12).all()
+    @partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
+    def cells(n, keys):  # the largest board; smaller ones are checked against popgym
+        boards = jax.vmap(lambda k: place_ships(k, n, (2, 3, 3, 4)))(keys)
+        return unpack_rows(boards, n).sum((1, 2))
+
+    assert (np.asarray(cells(12, jax.random.split(jax.random.key(12), 200))) == 12).all()
 
 
 def test_minesweeper_mines_are_uniform_subsets():
-    masks = jax.vmap(lambda k: sample_mines(k, 6, 2))(jax.random.split(jax.random.key(3), 15000))
-    masks = np.asarray(masks)
-    assert (masks.sum(1) == 2).all()
-    counts = Counter(map(tuple, masks.astype(int).tolist()))
+    @partial(jax.jit, static_argnums=(0, 1), compiler_options=FAST_COMPILE)
+    def masks(cells, mines, keys):
+        return jax.vmap(lambda k: sample_mines(k, cells, mines))(keys)
+
+    small = np.asarray(masks(6, 2, jax.random.split(jax.random.key(3), 4000)))
+    assert (small.sum(1) == 2).all()
+    counts = Counter(map(tuple, small.astype(int).tolist()))
     assert len(counts) == 15
     assert stats.chisquare(list(counts.values())).pvalue > 1e-4
-    mines = np.asarray(sample_mines(jax.random.key(4), 64, 10))
-    assert mines.sum() == 10
+    assert np.asarray(masks(64, 10, jax.random.split(jax.random.key(4), 1))).sum() == 10
 
 
 def _gymnax_step(env, key, state, action, params):
     """gymnax's own auto-reset step (reset drawn every step), for comparison."""
     return environment.Environment.step(env, key, state, action, params)
+
+
+@struct.dataclass
+class _CounterState(environment.EnvState):
+    count: jax.Array
+    time: int
+
+
+class _Counter(AutoReset[_CounterState, environment.EnvParams]):
+    """A toy task: the observation counts the actions' sum; an action of 3
+    terminates. Its reset ignores the key, so `AutoReset.step` must equal gymnax's."""
+
+    @property
+    def default_params(self) -> environment.EnvParams:
+        return environment.EnvParams(max_steps_in_episode=4)
+
+    def reset_env(self, key: jax.Array, params: Any) -> tuple[jax.Array, _CounterState]:
+        return jnp.full((2,), -1.0), _CounterState(count=jnp.int32(0), time=0)
+
+    def next_episode(self, key, state, done, params):
+        return state, self.reset_env(key, params)
+
+    def step_env(self, key, state, action, params):
+        state = _CounterState(count=state.count + action, time=state.time + 1)
+        obs = jnp.stack([state.count, state.time]).astype(jnp.float32)
+        return obs, state, -state.count.astype(jnp.float32), action == 3, {"count": state.count}
+
+    def action_space(self, params: Any = None) -> spaces.Discrete:
+        return spaces.Discrete(4)
 
 
 @partial(jax.jit, static_argnums=(0, 1), compiler_options=FAST_COMPILE)
@@ -140,44 +220,79 @@ def _both_rollouts(env, steps, params, key):
             obs, state, reward, terminated, truncated, info = step(
                 env, key_step, state, space.sample(key_act), params
             )
-            return state, (obs, reward, terminated, truncated, info["final_observation"])
+            return state, (obs, reward, terminated, truncated, info)
 
         return jax.lax.scan(body, state, jax.random.split(key_run, steps))[1]
 
     return run(lambda env, *a: env.step(*a)), run(_gymnax_step)
 
 
+def test_auto_reset_step_is_gymnax_step():
+    env = _Counter()
+    ours, theirs = _both_rollouts(env, 40, env.default_params, jax.random.key(2))
+    assert ours[2].any() and ours[3].any()  # both ways for episodes to end occur
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+
 def test_concentration_step_is_gymnax_step():
     env, params = make("ConcentrationEasy")
     params = params.replace(max_steps_in_episode=9)  # many auto-resets
     ours, theirs = _both_rollouts(env, 60, params, jax.random.key(5))
-    for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_array_equal(a, b)
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
 
 
-def test_bandit_first_episode_is_gymnax_and_next_probs_are_uniform():
+def test_bandit_steps_are_step_env_and_next_probs_are_uniform():
+    """Within episodes ``step`` is ``step_env``; the probabilities of the episodes
+    after ones shorter and longer than the 10 arms are independent uniforms."""
     env, params = make("MultiarmedBanditEasy")
-    ours, theirs = _both_rollouts(env, params.max_steps_in_episode, params, jax.random.key(6))
-    for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_array_equal(a, b)
 
-    @partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
-    def probs_after(max_steps, keys):
-        short = params.replace(max_steps_in_episode=max_steps)
-
+    @partial(jax.jit, compiler_options=FAST_COMPILE)
+    def rollouts(params, keys):
         def one(key):
-            _, state = env.reset(jax.random.key(0), short)
-            keys = jax.random.split(key, max_steps)
-            state = jax.lax.scan(lambda s, k: (env.step(k, s, 0, short)[1], None), state, keys)[0]
-            return state.probs, state.time
+            _, state = env.reset(jax.random.key(0), params)
+
+            def body(state, key):
+                action = jax.random.randint(key, (), 0, env.num_arms)
+                obs, new, reward, _, truncated, info = env.step(key, state, action, params)
+                alone = env.step_env(key, state, action, params)
+                same = (info["final_observation"] == alone[0]).all() & (reward == alone[2])
+                same &= truncated | (obs == alone[0]).all()
+                return new, same
+
+            state, same = jax.lax.scan(body, state, jax.random.split(key, 12))
+            return state.probs, state.time, same
 
         return jax.vmap(one)(keys)
 
-    for max_steps in (3, 12):  # episodes shorter and longer than the 10 arms
-        probs, time = map(
-            np.asarray, probs_after(max_steps, jax.random.split(jax.random.key(7), 800))
+    for max_steps in (3, 12):
+        short = params.replace(max_steps_in_episode=max_steps)
+        probs, time, same = map(
+            np.asarray, rollouts(short, jax.random.split(jax.random.key(7), 600))
         )
-        assert (time == 0).all()
+        assert (time == 0).all() and same.all()
         assert stats.kstest(probs.reshape(-1), "uniform").pvalue > 1e-4
         # Arms are independent: neighbouring arms are uncorrelated.
-        assert abs(np.corrcoef(probs[:, :-1].reshape(-1), probs[:, 1:].reshape(-1))[0, 1]) < 0.06
+        assert abs(np.corrcoef(probs[:, :-1].reshape(-1), probs[:, 1:].reshape(-1))[0, 1]) < 0.07
+
+
+def test_count_recall_resets_are_uniform_and_steps_are_step_env():
+    env, params = make("CountRecallMedium")
+    params = params.replace(max_steps_in_episode=2)
+
+    @partial(jax.jit, compiler_options=FAST_COMPILE)
+    def firsts(keys):
+        def one(key):
+            _, state = env.reset(jax.random.key(0), params)
+            obs, state, reward, _, truncated, info = env.step(key, state, 0, params)
+            obs, state, reward, _, truncated, info = env.step(key, state, 0, params)
+            return obs, state.time, info["final_observation"]
+
+        return jax.vmap(one)(keys)
+
+    obs, time, final = map(np.asarray, firsts(jax.random.split(jax.random.key(8), 4000)))
+    assert (time == 0).all()
+    value, query = obs[:, :4].argmax(1), obs[:, 4:].argmax(1)
+    pairs = Counter(zip(value.tolist(), query.tolist(), strict=True))
+    assert len(pairs) == 16 and stats.chisquare(list(pairs.values())).pvalue > 1e-4
+    # The reset's cards do not follow the cards of the step that ended the episode.
+    assert abs(np.corrcoef(final[:, :4].argmax(1), value)[0, 1]) < 0.07
