@@ -19,6 +19,10 @@ Differences from the reference (popgym 1.0.7 ``Autoencode``):
 - ``params.max_steps_in_episode`` (default ``2N - 1``) truncates episodes that
   it cuts short; at the natural end the episode terminates and is not
   truncated, as in the reference.
+- ``step`` is gymnax's auto-reset (`ssmrl.envs.popgym.autoreset`) with the
+  step's card and the reset's first card dealt by the two random words of one
+  hash of the step's key (`ssmrl.envs.popgym.rng`) instead of from the two
+  halves of a split key: the same distributions, fewer random draws.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
-from ssmrl.envs.popgym.cards import DECK_SIZE, NUM_VALUES, draw, full_counts
+from ssmrl.envs.popgym.autoreset import AutoReset
+from ssmrl.envs.popgym.cards import DECK_SIZE, NUM_VALUES, deal, full_counts
+from ssmrl.envs.popgym.rng import words
 
 NUM_SUITS = NUM_VALUES["suits"]
 
@@ -48,7 +54,7 @@ class AutoencodeParams(environment.EnvParams):
     max_steps_in_episode: int = 103
 
 
-class Autoencode(environment.Environment[AutoencodeState, AutoencodeParams]):
+class Autoencode(AutoReset[AutoencodeState, AutoencodeParams]):
     """Memorise a dealt sequence of suits and recite it backwards.
 
     Args:
@@ -71,7 +77,16 @@ class Autoencode(environment.Environment[AutoencodeState, AutoencodeParams]):
     def reset_env(
         self, key: jax.Array, params: AutoencodeParams
     ) -> tuple[jax.Array, AutoencodeState]:
-        first, remaining = draw(key, full_counts(self.num_decks, "suits"))
+        return self._start(words(key, 1)[0])
+
+    def next_episode(
+        self, key: jax.Array, state: AutoencodeState, done: jax.Array, params: AutoencodeParams
+    ) -> tuple[AutoencodeState, tuple[jax.Array, AutoencodeState]]:
+        # step_env deals with the first word of the key's first hash, the reset the second.
+        return state, self._start(words(key, 2)[1])
+
+    def _start(self, word: jax.Array) -> tuple[jax.Array, AutoencodeState]:
+        first, remaining = deal(word, full_counts(self.num_decks, "suits"), self.num_cards)
         suits = jnp.zeros((self.num_cards,), jnp.int8).at[0].set(first.astype(jnp.int8))
         state = AutoencodeState(remaining=remaining, suits=suits, time=0)
         return self._obs(self.num_cards > 1, first), state
@@ -88,7 +103,7 @@ class Autoencode(environment.Environment[AutoencodeState, AutoencodeParams]):
         time = state.time + 1
         watching = time < n
         # While watching, deal card number `time`; the draw is discarded afterwards.
-        card, remaining = draw(key, state.remaining)
+        card, remaining = deal(words(key, 2)[0], state.remaining, n - time)
         slot = jnp.minimum(time, n - 1)
         dealt = jnp.where(watching, card.astype(jnp.int8), state.suits[slot])
         suits = state.suits.at[slot].set(dealt)

@@ -28,6 +28,12 @@ Differences from the reference (popgym 1.0.7 ``PositionOnlyCartPole``,
   auto-reset at termination, so that reward never occurs.
 - The noise is drawn from JAX's generator, not numpy's.
 - Actions outside ``{0, 1}`` are clipped into it (the reference rejects them).
+- ``step`` is gymnax's auto-reset (`ssmrl.envs.popgym.autoreset`) with every
+  draw taken from random words of the step's key (`ssmrl.envs.popgym.rng`)
+  instead of from the halves of split keys: the step's noise from block 0, the
+  reset's initial state from block 1 and its noise from block 2 (``reset`` uses
+  blocks 0 and 1). Where ``params.noise_std`` is 0 no noise is drawn. The
+  distributions are unchanged.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.autoreset import AutoReset
+from ssmrl.envs.popgym.rng import normal, uniform, words
 
 GRAVITY = 9.8
 MASS_CART = 1.0
@@ -74,7 +82,7 @@ class CartPoleParams(environment.EnvParams):
     noise_std: float = 0.0
 
 
-class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
+class CartPole(AutoReset[CartPoleState, CartPoleParams]):
     """Cart-pole balancing that shows either positions or velocities.
 
     Args:
@@ -99,12 +107,23 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
         return CartPoleParams()
 
     def reset_env(self, key: jax.Array, params: CartPoleParams) -> tuple[jax.Array, CartPoleState]:
-        key_state, key_noise = jax.random.split(key)
-        x, x_dot, theta, theta_dot = jax.random.uniform(
-            key_state, (4,), jnp.float32, -RESET_BOUND, RESET_BOUND
+        return self._start(key, 0, params)
+
+    def next_episode(
+        self, key: jax.Array, state: CartPoleState, done: jax.Array, params: CartPoleParams
+    ) -> tuple[CartPoleState, tuple[jax.Array, CartPoleState]]:
+        # step_env's noise comes from block 0 of the key's words.
+        return state, self._start(key, 1, params)
+
+    def _start(
+        self, key: jax.Array, block: int, params: CartPoleParams
+    ) -> tuple[jax.Array, CartPoleState]:
+        """A reset from the words of ``block`` (the state) and ``block + 1`` (the noise)."""
+        x, x_dot, theta, theta_dot = (
+            uniform(word, -RESET_BOUND, RESET_BOUND) for word in words(key, 4, block)
         )
         state = CartPoleState(x=x, x_dot=x_dot, theta=theta, theta_dot=theta_dot, time=0)
-        return self._noisy(key_noise, jnp.stack([x, theta]), params), state
+        return self._noisy(key, block + 1, jnp.stack([x, theta]), params), state
 
     def step_env(
         self,
@@ -132,11 +151,19 @@ class CartPole(environment.Environment[CartPoleState, CartPoleParams]):
         reward = jnp.asarray(1.0 / params.max_steps_in_episode, jnp.float32)
         full = (state.x, state.x_dot, state.theta, state.theta_dot)
         obs = jnp.stack([full[i] for i in _VISIBLE[self.visible]])
-        return self._noisy(key, obs, params), state, reward, terminated, {}
+        return self._noisy(key, 0, obs, params), state, reward, terminated, {}
 
-    def _noisy(self, key: jax.Array, obs: jax.Array, params: CartPoleParams) -> jax.Array:
-        noise = params.noise_std * jax.random.normal(key, (2,), jnp.float32)
-        return jnp.clip(obs + noise, -self.obs_high, self.obs_high).astype(jnp.float32)
+    def _noisy(
+        self, key: jax.Array, block: int, obs: jax.Array, params: CartPoleParams
+    ) -> jax.Array:
+        """``obs`` plus noise from the words of ``block``, clipped to the observation space."""
+
+        def add_noise(obs: jax.Array) -> jax.Array:
+            return obs + params.noise_std * jnp.stack([normal(w) for w in words(key, 2, block)])
+
+        # Unless params are batched, the noiseless tasks skip the draw at run time.
+        obs = jax.lax.cond(params.noise_std == 0, lambda obs: obs, add_noise, obs)
+        return jnp.clip(obs, -self.obs_high, self.obs_high).astype(jnp.float32)
 
     @property
     def name(self) -> str:

@@ -26,6 +26,12 @@ Differences from the reference (popgym 1.0.7 ``PositionOnlyPendulum``,
 - NaN torques become 0 before clipping to ``[-2, 2]`` (the reference would
   propagate NaN into its state).
 - The noise is drawn from JAX's generator, not numpy's.
+- ``step`` is gymnax's auto-reset (`ssmrl.envs.popgym.autoreset`) with every
+  draw taken from random words of the step's key (`ssmrl.envs.popgym.rng`)
+  instead of from split keys: the step's noise from block 0, the reset's
+  initial state from block 1 and its noise from block 2 (``reset`` uses blocks
+  0 and 1). Where ``params.noise_std`` is 0 no noise is drawn. The
+  distributions are unchanged.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from ssmrl.envs.popgym import task
+from ssmrl.envs.popgym.autoreset import AutoReset
+from ssmrl.envs.popgym.rng import normal, uniform, words
 
 GRAVITY = 10.0
 MASS = 1.0
@@ -67,7 +75,7 @@ def wrap_angle(theta: jax.Array) -> jax.Array:
     return (theta + jnp.pi) % (2 * jnp.pi) - jnp.pi
 
 
-class Pendulum(environment.Environment[PendulumState, PendulumParams]):
+class Pendulum(AutoReset[PendulumState, PendulumParams]):
     """Torque-limited pendulum swing-up observed through ``[cos, sin]`` of its angle.
 
     The action is a torque of shape ``(1,)`` (a scalar is accepted too); NaN
@@ -79,11 +87,23 @@ class Pendulum(environment.Environment[PendulumState, PendulumParams]):
         return PendulumParams()
 
     def reset_env(self, key: jax.Array, params: PendulumParams) -> tuple[jax.Array, PendulumState]:
-        key_theta, key_dot, key_noise = jax.random.split(key, 3)
-        theta = jax.random.uniform(key_theta, (), jnp.float32, -jnp.pi, jnp.pi)
-        theta_dot = jax.random.uniform(key_dot, (), jnp.float32, -1.0, 1.0)
+        return self._start(key, 0, params)
+
+    def next_episode(
+        self, key: jax.Array, state: PendulumState, done: jax.Array, params: PendulumParams
+    ) -> tuple[PendulumState, tuple[jax.Array, PendulumState]]:
+        # step_env's noise comes from block 0 of the key's words.
+        return state, self._start(key, 1, params)
+
+    def _start(
+        self, key: jax.Array, block: int, params: PendulumParams
+    ) -> tuple[jax.Array, PendulumState]:
+        """A reset from the words of ``block`` (the state) and ``block + 1`` (the noise)."""
+        word_theta, word_dot = words(key, 2, block)
+        theta = uniform(word_theta, -jnp.pi, jnp.pi)
+        theta_dot = uniform(word_dot, -1.0, 1.0)
         state = PendulumState(theta=theta, theta_dot=theta_dot, time=0)
-        return self._obs(key_noise, theta, params), state
+        return self._obs(key, block + 1, theta, params), state
 
     def step_env(
         self,
@@ -103,11 +123,19 @@ class Pendulum(environment.Environment[PendulumState, PendulumParams]):
         reward = (1.0 - cost / HALF_COST_RANGE) / params.max_steps_in_episode
         state = PendulumState(theta=theta, theta_dot=theta_dot, time=state.time + 1)
         terminated = jnp.zeros((), bool)
-        return self._obs(key, theta, params), state, reward.astype(jnp.float32), terminated, {}
+        return self._obs(key, 0, theta, params), state, reward.astype(jnp.float32), terminated, {}
 
-    def _obs(self, key: jax.Array, theta: jax.Array, params: PendulumParams) -> jax.Array:
+    def _obs(
+        self, key: jax.Array, block: int, theta: jax.Array, params: PendulumParams
+    ) -> jax.Array:
+        """``[cos, sin]`` of ``theta`` plus noise from the words of ``block``, clipped."""
+
+        def add_noise(obs: jax.Array) -> jax.Array:
+            return obs + params.noise_std * jnp.stack([normal(w) for w in words(key, 2, block)])
+
         obs = jnp.stack([jnp.cos(theta), jnp.sin(theta)])
-        obs = obs + params.noise_std * jax.random.normal(key, (2,), jnp.float32)
+        # Unless params are batched, the noiseless tasks skip the draw at run time.
+        obs = jax.lax.cond(params.noise_std == 0, lambda obs: obs, add_noise, obs)
         return jnp.clip(obs, -1.0, 1.0).astype(jnp.float32)
 
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend.random import threefry2x32_p
 
 
@@ -34,8 +35,21 @@ def words(key: jax.Array, count: int, block: int | jax.Array = 0) -> tuple[jax.A
     return tuple(out[:count])
 
 
-def uniform(word: jax.Array) -> jax.Array:
-    """A float32 in ``[0, 1)`` from a random uint32 word, as ``jax.random.uniform``
-    makes it: the word's top 23 bits as the mantissa of a float in ``[1, 2)``, minus 1."""
+def uniform(word: jax.Array, minval: float = 0.0, maxval: float = 1.0) -> jax.Array:
+    """A float32 in ``[minval, maxval)`` from a random uint32 word, as
+    ``jax.random.uniform`` makes it: the word's top 23 bits as the mantissa of a
+    float in ``[1, 2)``, minus 1, scaled and shifted (and kept from rounding below
+    ``minval``)."""
     mantissa = (word >> 9) | jnp.uint32(0x3F800000)
-    return jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
+    unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
+    if (minval, maxval) == (0.0, 1.0):
+        return unit
+    low, high = jnp.float32(minval), jnp.float32(maxval)
+    return jnp.maximum(low, unit * (high - low) + low)
+
+
+def normal(word: jax.Array) -> jax.Array:
+    """A standard normal float32 from a random uint32 word, as ``jax.random.normal``
+    makes it: ``sqrt(2) erfinv(u)`` with ``u`` uniform on ``(-1, 1)``."""
+    low = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    return np.float32(np.sqrt(2)) * jax.scipy.special.erfinv(uniform(word, low, 1.0))

@@ -1,14 +1,15 @@
-"""The cheap steps and resets of the grid, bandit and card tasks keep their behaviour.
+"""The cheap steps and resets of the grid, bandit, card and control tasks keep their behaviour.
 
-`AutoReset` (the auto-reset step that CountRecall, Battleship, MultiarmedBandit
-and the labyrinths share) must agree with gymnax's; Battleship and
-MultiarmedBandit carry the next episode's layout or probabilities and build them
-a little per step; Concentration builds its observation once; MineSweeper
-samples mines with Floyd's algorithm; `rng.words` gives two words per hash.
-These tests check exact distributions on small boards, both on the usual path
-and when an episode ends before the next one is ready, and step-by-step
-equality with gymnax's auto-reset or with `step_env` wherever the semantics are
-unchanged. Each test compiles one function.
+`AutoReset` (the auto-reset step that CountRecall, Autoencode, Concentration,
+Battleship, MultiarmedBandit, the labyrinths, CartPole and Pendulum share) must
+agree with gymnax's; Battleship and MultiarmedBandit carry the next episode's
+layout or probabilities and build them a little per step; Concentration builds
+its observation once; MineSweeper samples mines with Floyd's algorithm;
+`rng.words` gives two words per hash. These tests check exact distributions on
+small boards, both on the usual path and when an episode ends before the next
+one is ready, step-by-step equality with gymnax's auto-reset or with `step_env`
+wherever the semantics are unchanged, and that the control tasks' auto-resets
+draw fresh uniform starts and noise. Each test compiles one function.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import struct
 from gymnax.environments import environment, spaces
 from scipy import stats
@@ -30,8 +32,9 @@ from ssmrl.envs.popgym.autoreset import AutoReset
 from ssmrl.envs.popgym.battleship import Battleship, place_ships
 from ssmrl.envs.popgym.bits import pack_rows, pick_bit, prefix_sums, unpack_rows
 from ssmrl.envs.popgym.cards import deal
+from ssmrl.envs.popgym.cartpole import CartPole
 from ssmrl.envs.popgym.minesweeper import sample_mines
-from ssmrl.envs.popgym.rng import uniform, words
+from ssmrl.envs.popgym.rng import normal, uniform, words
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 SMALL = Battleship(board_size=4, ship_sizes=(3, 2))
@@ -107,19 +110,25 @@ def test_words_are_split_key_data_and_blocks_differ():
         block = [jnp.stack(words(k, 5)) for k in (key, raw, rbg)]
         block_1 = [jnp.stack(words(k, 5, block=1)) for k in (key, rbg)]
         split = jax.random.key_data(jax.random.split(key, 3)).reshape(-1)[:5]
-        bits = jax.random.bits(key, (100,))
-        return block, block_1, split, uniform(bits), jax.random.uniform(key, (100,))
+        bits = jax.random.bits(key, (1000,))
+        ours = (uniform(bits), uniform(bits, -0.05, 0.05), uniform(bits, -jnp.pi, jnp.pi))
+        ours += (normal(bits),)
+        theirs = tuple(
+            jax.random.uniform(key, (1000,), jnp.float32, *bounds)
+            for bounds in ((0.0, 1.0), (-0.05, 0.05), (-jnp.pi, jnp.pi))
+        )
+        return block, block_1, split, ours, (*theirs, jax.random.normal(key, (1000,)))
 
     key = jax.random.key(11)
     rbg = jax.random.key(11, impl="rbg")
-    (ours, raw, rbg), (ours_1, rbg_1), split, uniform_ours, uniform_jax = run(
+    (ours, raw, rbg), (ours_1, rbg_1), split, floats_ours, floats_jax = run(
         key, jax.random.PRNGKey(11), rbg
     )
     np.testing.assert_array_equal(ours, split)
     np.testing.assert_array_equal(raw, split)
     assert len(set(np.concatenate([ours, ours_1]).tolist())) == 10
     assert len(set(np.concatenate([rbg, rbg_1]).tolist())) == 10
-    np.testing.assert_array_equal(uniform_ours, uniform_jax)
+    jax.tree.map(np.testing.assert_array_equal, floats_ours, floats_jax)
 
 
 def test_battleship_layouts_match_the_sequential_process():
@@ -206,10 +215,11 @@ class _Counter(AutoReset[_CounterState, environment.EnvParams]):
         return spaces.Discrete(4)
 
 
-@partial(jax.jit, static_argnums=(0, 1), compiler_options=FAST_COMPILE)
-def _both_rollouts(env, steps, params, key):
-    """Random actions through ``env.step`` and gymnax's step from the same start;
-    each step's keys are shared. -> (ours, gymnax's) per-step outputs."""
+@partial(jax.jit, static_argnums=(0, 1, 4), compiler_options=FAST_COMPILE)
+def _both_rollouts(env, steps, params, key, reference=_gymnax_step):
+    """Random actions through ``env.step`` and ``reference(env, key, state, action,
+    params)`` (gymnax's step) from the same start; each step's keys are shared.
+    -> (ours, the reference's) per-step outputs."""
     key_reset, key_run = jax.random.split(key)
     _, state = env.reset(key_reset, params)
     space = env.action_space(params)
@@ -224,7 +234,7 @@ def _both_rollouts(env, steps, params, key):
 
         return jax.lax.scan(body, state, jax.random.split(key_run, steps))[1]
 
-    return run(lambda env, *a: env.step(*a)), run(_gymnax_step)
+    return run(lambda env, *a: env.step(*a)), run(reference)
 
 
 def test_auto_reset_step_is_gymnax_step():
@@ -234,11 +244,16 @@ def test_auto_reset_step_is_gymnax_step():
     jax.tree.map(np.testing.assert_array_equal, ours, theirs)
 
 
-def test_concentration_step_is_gymnax_step():
-    env, params = make("ConcentrationEasy")
+def test_concentration_step_is_auto_reset_step():
+    """The step that builds the observation once equals `AutoReset.step`, whose reset
+    draws nothing, for the same keys; the ranks task writes its one-hot observation
+    as ones into zeros."""
+    env, params = make("ConcentrationHard")
     params = params.replace(max_steps_in_episode=9)  # many auto-resets
-    ours, theirs = _both_rollouts(env, 60, params, jax.random.key(5))
+    ours, theirs = _both_rollouts(env, 60, params, jax.random.key(5), AutoReset.step)
     jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+    obs = ours[0].reshape(60, env.num_cards, env.num_values + 1)
+    assert (obs.sum(-1) == 1).all() and obs[..., :-1].any()
 
 
 def test_bandit_steps_are_step_env_and_next_probs_are_uniform():
@@ -296,3 +311,95 @@ def test_count_recall_resets_are_uniform_and_steps_are_step_env():
     assert len(pairs) == 16 and stats.chisquare(list(pairs.values())).pvalue > 1e-4
     # The reset's cards do not follow the cards of the step that ended the episode.
     assert abs(np.corrcoef(final[:, :4].argmax(1), value)[0, 1]) < 0.07
+
+
+@partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
+def _one_step_episodes(env, params, keys):
+    """Two steps from one start under each key, every step ending its episode
+    (``params`` must truncate after one step) -> per step: the observation, the
+    final observation, ``step_env``'s observation and reward, the noiseless
+    ``step_env`` observation, the reward and the state after the auto-reset."""
+    space = env.action_space(params)
+
+    def one(key):
+        _, state = env.reset(jax.random.key(0), params)
+
+        def body(state, key):
+            action = space.sample(jax.random.fold_in(key, 1))
+            obs, new, reward, _, _, info = env.step(key, state, action, params)
+            alone = env.step_env(key, state, action, params)
+            clean = env.step_env(key, state, action, params.replace(noise_std=0.0))[0]
+            return new, (obs, info["final_observation"], alone[0], alone[2], clean, reward, new)
+
+        return jax.lax.scan(body, state, jax.random.split(key, 2))[1]
+
+    return jax.vmap(one)(keys)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "VelocityOnlyCartPoleEasy",
+        "NoisyPositionOnlyCartPoleMedium",
+        "NoisyPositionOnlyPendulumEasy",
+    ],
+)
+def test_control_auto_resets_draw_fresh_starts_and_noise(name):
+    """CartPole and Pendulum: the step is ``step_env`` (noise included); the reset
+    after it starts from uniform states with its own noise (none without noise)."""
+    env, params = make(name)
+    params = params.replace(max_steps_in_episode=1)
+    out = _one_step_episodes(env, params, jax.random.split(jax.random.key(9), 2000))
+    obs, final, alone_obs, alone_reward, clean, reward, state = jax.tree.map(
+        lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), out
+    )
+    np.testing.assert_array_equal(final, alone_obs)
+    np.testing.assert_array_equal(reward, alone_reward)
+    assert (state.time == 0).all()
+    if isinstance(env, CartPole):
+        starts = {0.05: [state.x, state.x_dot, state.theta, state.theta_dot]}
+        start_obs = np.stack([state.x, state.theta], -1)
+    else:
+        starts = {np.pi: [state.theta], 1.0: [state.theta_dot]}
+        start_obs = np.stack([np.cos(state.theta), np.sin(state.theta)], -1)
+    for bound, values in starts.items():
+        for v in values:
+            assert stats.kstest(v, "uniform", (-bound, 2 * bound)).pvalue > 1e-4
+    if params.noise_std == 0:
+        np.testing.assert_array_equal(obs, start_obs)
+        np.testing.assert_array_equal(final, clean)
+        return
+    reset_noise, step_noise = obs - start_obs, final - clean
+    assert (reset_noise != 0).mean() > 0.9 and (step_noise != 0).mean() > 0.9
+    if isinstance(env, CartPole):  # x is never clipped: its noise is exactly normal
+        for noise in (reset_noise[:, 0], step_noise[:, 0]):
+            assert stats.kstest(noise / params.noise_std, "norm").pvalue > 1e-4
+        assert abs(np.corrcoef(reset_noise[:, 0], step_noise[:, 0])[0, 1]) < 0.07
+        assert abs(np.corrcoef(reset_noise[:, 0], state.x)[0, 1]) < 0.07
+
+
+def test_autoencode_resets_are_uniform_and_steps_are_step_env():
+    env, params = make("AutoencodeMedium")
+    params = params.replace(max_steps_in_episode=1)
+
+    @partial(jax.jit, compiler_options=FAST_COMPILE)
+    def firsts(keys):
+        def one(key):
+            _, state = env.reset(jax.random.key(0), params)
+            obs, new, reward, _, truncated, info = env.step(key, state, 0, params)
+            alone = env.step_env(key, state, 0, params)
+            same = (info["final_observation"] == alone[0]).all() & (reward == alone[2])
+            return obs, new, info["final_observation"], same & truncated
+
+        return jax.vmap(one)(keys)
+
+    obs, state, final, same = jax.tree.map(
+        np.asarray, firsts(jax.random.split(jax.random.key(10), 4000))
+    )
+    assert same.all() and (state.time == 0).all()
+    first = obs[:, 2:].argmax(1)
+    assert (obs[:, 1] == 1).all() and (state.suits[:, 0] == first).all()
+    np.testing.assert_array_equal(state.remaining, 26 - (np.arange(4) == first[:, None]))
+    assert stats.chisquare(np.bincount(first, minlength=4)).pvalue > 1e-4
+    # The reset's card does not follow the card the step dealt.
+    assert abs(np.corrcoef(final[:, 2:].argmax(1), first)[0, 1]) < 0.07
