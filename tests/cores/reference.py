@@ -61,8 +61,11 @@ def s5_layer_system(p, cfg):
     return lam_bar, b_bar, ct
 
 
-def s5(params, cfg, carry, xs, resets):
-    """S5 stack, one time step at a time. carry [B, L, P'] complex; xs [T, B, F]."""
+def ssm_stack(params, cfg, carry, xs, resets, layer):
+    """An S5 or LRU stack, one time step at a time: encoder, then per layer its norm,
+    recurrence and `ssm_block`. ``layer(p, u, x, reset) -> (x, y)`` is one layer's
+    recurrence and readout for the batch (``x`` its state [B, N], ``reset`` [B]).
+    carry [B, L, N] complex; xs [T, B, F]."""
     params = to64(params["params"])
     carry = np.array(carry, np.complex128)
     h_seq = dense(np.asarray(xs, np.float64), params["encoder"])
@@ -71,19 +74,28 @@ def s5(params, cfg, carry, xs, resets):
         h = h_seq[t]
         for i in range(cfg["num_layers"]):
             p = params[f"layers_{i}"]
-            lam_bar, b_bar, ct = s5_layer_system(p, cfg)
             u = layer_norm(h, p["norm"]) if cfg["prenorm"] else h
-            bu = u @ b_bar.T
-            a = lam_bar
-            if cfg.get("input_decay"):
-                extra = np.logaddexp(0.0, dense(u, p["decay"]))  # softplus
-                a = lam_bar * np.minimum(np.abs(lam_bar), 1.0) ** extra  # never amplifies
-            x = np.where(resets[t][:, None], bu, a * carry[:, i] + bu)
-            carry[:, i] = x
-            scale = 2.0 if cfg["conj_sym"] else 1.0
-            h = ssm_block(h, scale * np.real(x @ ct.T) + p["D"] * u, p, cfg)
+            carry[:, i], y = layer(p, u, carry[:, i], resets[t])
+            h = ssm_block(h, y, p, cfg)
         out[t] = h
     return carry, out
+
+
+def s5(params, cfg, carry, xs, resets):
+    """S5 stack. carry [B, L, P'] complex; xs [T, B, F]."""
+
+    def layer(p, u, x, reset):
+        lam_bar, b_bar, ct = s5_layer_system(p, cfg)
+        bu = u @ b_bar.T
+        a = lam_bar
+        if cfg.get("input_decay"):
+            extra = np.logaddexp(0.0, dense(u, p["decay"]))  # softplus
+            a = lam_bar * np.minimum(np.abs(lam_bar), 1.0) ** extra  # never amplifies
+        x = np.where(reset[:, None], bu, a * x + bu)
+        scale = 2.0 if cfg["conj_sym"] else 1.0
+        return x, scale * np.real(x @ ct.T) + p["D"] * u
+
+    return ssm_stack(params, cfg, carry, xs, resets, layer)
 
 
 def ssm_block(h, y, p, cfg):
@@ -95,31 +107,25 @@ def ssm_block(h, y, p, cfg):
 
 
 def lru(params, cfg, carry, xs, resets):
-    """LRU stack from the paper's equations, one time step at a time.
+    """LRU stack from the paper's equations.
 
     λ = exp(-ν + iθ) with ν = 1e-6 + exp(ν_log) (the floor that keeps |λ| < 1) and
     θ = exp(θ_log); x[t] = λ x[t-1] + γ (B u[t]); y[t] = Re(C x[t]) + D u[t].
     carry [B, L, N] complex; xs [T, B, F].
     """
-    params = to64(params["params"])
-    carry = np.array(carry, np.complex128)
-    h_seq = dense(np.asarray(xs, np.float64), params["encoder"])
-    out = np.zeros_like(h_seq)
-    for t in range(xs.shape[0]):
-        h = h_seq[t]
-        for i in range(cfg["num_layers"]):
-            p = params[f"layers_{i}"]
-            nu = 1e-6 + np.exp(p["nu_log"])
-            lam = np.exp(-nu + 1j * np.exp(p["theta_log"]))
-            gamma = np.exp(p["gamma_log"])
-            c = p["C_re"] + 1j * p["C_im"]
-            u = layer_norm(h, p["norm"]) if cfg["prenorm"] else h
-            for b in range(xs.shape[1]):
-                bu = gamma * ((p["B_re"] + 1j * p["B_im"]) @ u[b])
-                carry[b, i] = bu if resets[t, b] else lam * carry[b, i] + bu
-            h = ssm_block(h, np.real(carry[:, i] @ c.T) + p["D"] * u, p, cfg)
-        out[t] = h
-    return carry, out
+
+    def layer(p, u, x, reset):
+        nu = 1e-6 + np.exp(p["nu_log"])
+        lam = np.exp(-nu + 1j * np.exp(p["theta_log"]))
+        gamma = np.exp(p["gamma_log"])
+        c = p["C_re"] + 1j * p["C_im"]
+        x = x.copy()
+        for b in range(u.shape[0]):
+            bu = gamma * ((p["B_re"] + 1j * p["B_im"]) @ u[b])
+            x[b] = bu if reset[b] else lam * x[b] + bu
+        return x, np.real(x @ c.T) + p["D"] * u
+
+    return ssm_stack(params, cfg, carry, xs, resets, layer)
 
 
 def gru(params, num_layers, carry, xs, resets):
