@@ -27,10 +27,12 @@ Differences from the reference (popgym 1.0.7 ``Battleship``):
   ``params.max_steps_in_episode`` changes only the time limit.
 - ``step`` overrides gymnax's auto-reset (`ssmrl.envs.popgym.autoreset`) so
   that a whole layout is not placed every step: each state carries the next
-  episode's layout, one ship placed per step (the rest at the reset if the
-  episode ends sooner). Layouts have the same distribution; which layout
-  follows is fixed by the steps of the episode before instead of by the key of
-  the step that ends it. ``reset`` places all ships.
+  episode's layout, built by one proposed ship per step, kept if it fits (the
+  reference's rejection sampling spread over the steps); ships still missing
+  when the episode ends are placed then, each uniform over the segments that
+  fit. Layouts have the same distribution; which layout follows is fixed by the
+  steps of the episode before instead of by the key of the step that ends it.
+  ``reset`` places all ships.
 """
 
 from __future__ import annotations
@@ -93,6 +95,28 @@ def place_ship(rows: jax.Array, size: jax.Array, word: jax.Array, longest: int) 
     return rows | jnp.where(line < n, horizontal, vertical)
 
 
+def propose_ship(rows: jax.Array, size: jax.Array, word: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(rows, fits)``: ``rows`` with one proposed ship of ``size`` cells added if it fits.
+
+    The proposal is a start cell, ``(word >> 1) % n**2``, and a direction, across
+    when bit 0 of ``word`` is clear and down when set; it fits when it lies on the
+    board and avoids the ships already there. Every segment that fits is one
+    proposal (a single cell is two), so a proposal that is retried until it fits
+    gives the same ship as `place_ship`: uniform over the segments that fit.
+    """
+    n = rows.shape[0]
+    size = jnp.asarray(size, jnp.uint32)
+    cell = (word >> 1) % jnp.uint32(n * n)
+    row, col = cell // n, cell % n
+    down = (word & 1) == 1
+    r = jnp.arange(n, dtype=jnp.uint32)
+    across = jnp.where(r == row, ((jnp.uint32(1) << size) - 1) << col, 0)
+    vertical = jnp.where((r >= row) & (r < row + size), jnp.uint32(1) << col, 0)
+    ship = jnp.where(down, vertical, across)
+    fits = (jnp.where(down, row, col) + size <= n) & jnp.all((rows & ship) == 0)
+    return rows | jnp.where(fits, ship, 0), fits
+
+
 def place_ships(key: jax.Array, board_size: int, ship_sizes: tuple[int, ...]) -> jax.Array:
     """Random non-overlapping ship layout, packed by rows (``ssmrl.envs.popgym.bits``).
 
@@ -153,32 +177,34 @@ class Battleship(AutoReset[BattleshipState, BattleshipParams]):
         )
         return self._obs(jnp.zeros((), bool)), state
 
-    def _place_next(self, state: BattleshipState, word: jax.Array) -> BattleshipState:
-        """Place the next ship of ``state.next_board`` (a no-op once all are placed)."""
-        count = len(self.ship_sizes)
+    def _ship_size(self, placed: jax.Array) -> jax.Array:
         sizes = jnp.asarray(self.ship_sizes)
-        size = jnp.sum(jnp.where(jnp.arange(count) == state.placed, sizes, 0))
-        board = place_ship(state.next_board, size, word, max(self.ship_sizes))
-        busy = state.placed < count
-        return state.replace(
-            next_board=jnp.where(busy, board, state.next_board),
-            placed=state.placed + busy.astype(jnp.int32),
-        )
+        return jnp.sum(jnp.where(jnp.arange(len(self.ship_sizes)) == placed, sizes, 0))
 
     def next_episode(
         self, key: jax.Array, state: BattleshipState, done: jax.Array, params: BattleshipParams
     ) -> tuple[BattleshipState, tuple[jax.Array, BattleshipState]]:
-        """Place one ship of the next layout; where the episode ends before all are
-        placed (a short time limit), place the rest."""
-        # step_env draws nothing: block 0 of the key's words places this step's
-        # ship, block k (>= 1 ships placed) a ship placed at the end.
-        state = self._place_next(state, words(key, 1)[0])
+        """Propose one ship of the next layout (kept if it fits); where the episode
+        ends before all are placed, place the rest with `place_ship`."""
+        # step_env draws nothing: block 0 of the key's words is this step's
+        # proposal, block 1 + k the ship placed at the end with k already placed.
+        count, longest = len(self.ship_sizes), max(self.ship_sizes)
+        board, fits = propose_ship(
+            state.next_board, self._ship_size(state.placed), words(key, 1)[0]
+        )
+        busy = state.placed < count
+        state = state.replace(
+            next_board=jnp.where(busy, board, state.next_board),
+            placed=state.placed + (busy & fits).astype(jnp.int32),
+        )
 
         def unfinished(state):
-            return done & (state.placed < len(self.ship_sizes))
+            return done & (state.placed < count)
 
         def place(state):
-            return self._place_next(state, words(key, 1, block=state.placed)[0])
+            word = words(key, 1, block=1 + state.placed)[0]
+            board = place_ship(state.next_board, self._ship_size(state.placed), word, longest)
+            return state.replace(next_board=board, placed=state.placed + 1)
 
         state = jax.lax.while_loop(unfinished, place, state)
         return state, self._start(state.next_board)

@@ -132,8 +132,9 @@ def test_words_are_split_key_data_and_blocks_differ():
 
 
 def test_battleship_layouts_match_the_sequential_process():
-    """``reset`` and the carried layouts of auto-resets, both placed a ship per step
-    (16-step episodes) and all at once when an episode ends first (1 step)."""
+    """``reset`` and the carried layouts of auto-resets: built from proposals kept
+    when they fit (16-step episodes), placed all at once when an episode ends
+    first (1 step), and both (3 steps)."""
     exact = _exact_layouts(4, SMALL.ship_sizes)
     count = 4000
     _, states = jax.vmap(SMALL.reset, in_axes=(0, None))(
@@ -151,10 +152,10 @@ def test_battleship_layouts_match_the_sequential_process():
 
             return jax.lax.scan(body, state, keys)[0].board
 
-        # 16 steps: one 16-step episode, or sixteen 1-step ones.
+        # 16 steps: one 16-step episode, sixteen 1-step ones, or 3-step ones.
         return jax.vmap(one)(jax.random.split(key, (count, 16)))
 
-    for max_steps in (1, 16):
+    for max_steps in (1, 3, 16):
         params = SMALL.default_params.replace(max_steps_in_episode=max_steps)
         _assert_distribution(next_boards(jax.random.key(max_steps), params), exact)
 
