@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from ssmrl.cores.checks import StackOptions
+from ssmrl.cores.checks import StackOptions, check_positive
 from ssmrl.linalg import orthogonal_init
 
 
@@ -26,6 +26,17 @@ class GRUOptions(StackOptions):
     """Options of the stacked GRU core (`GRU`)."""
 
     name: tyro.conf.Suppress[str] = "gru"
+    chrono_steps: int = 0
+    """If >= 2, chrono initialisation of the update gate: each unit's bias starts at
+    log(u), u ~ U[1, chrono_steps - 1], so at first a unit keeps its state for 2 to
+    chrono_steps steps (its keep fraction is sigmoid(log u) = u / (1 + u)); 0 starts
+    every bias at zero (about 2 steps)."""
+
+    def validate(self) -> None:
+        """Raise ValueError if a size is below 1 or ``chrono_steps`` is 1 or negative."""
+        check_positive(self, "features", "num_layers")
+        if self.chrono_steps < 0 or self.chrono_steps == 1:
+            raise ValueError(f"chrono_steps must be 0 or >= 2, got {self.chrono_steps}")
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,14 @@ class LSTMOptions(StackOptions):
     name: tyro.conf.Suppress[str] = "lstm"
 
 
-def _dense_params(module: nn.Module, name: str, fan_in: int, features: int, gates: int):
+def _dense_params(
+    module: nn.Module,
+    name: str,
+    fan_in: int,
+    features: int,
+    gates: int,
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros,
+):
     """Input kernel [F, G*H], recurrent kernel [H, G*H], bias [G*H]."""
     wi = module.param(f"{name}_wi", nn.initializers.lecun_normal(), (fan_in, gates * features))
     wh = module.param(
@@ -46,7 +64,7 @@ def _dense_params(module: nn.Module, name: str, fan_in: int, features: int, gate
         ),
         (features, gates * features),
     )
-    b = module.param(f"{name}_b", nn.initializers.zeros, (gates * features,))
+    b = module.param(f"{name}_b", bias_init, (gates * features,))
     return wi, wh, b
 
 
@@ -68,6 +86,19 @@ def _time_scan(cell, carry, gi, resets):
         return carry, carry
 
     return jax.lax.scan(step, carry, (gi, resets))[1]
+
+
+def _chrono_bias(steps: int) -> nn.initializers.Initializer:
+    """GRU bias [3H] (gates r, z, n) with the update gate z's part at log(U[1, steps - 1])
+    (Tallec & Ollivier, 2018): with ``h' = (1 - z) n + z h`` a unit then forgets a
+    fraction 1 / (1 + u) per step, a memory of about 1 + u steps."""
+
+    def init(key, shape, dtype=jnp.float32):
+        hidden = shape[0] // 3
+        u = jax.random.uniform(key, (hidden,), dtype, 1.0, steps - 1.0)
+        return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(jnp.log(u))
+
+    return init
 
 
 def _gru_cell(wh, bh_n):
@@ -105,10 +136,11 @@ class GRU(nn.Module):
     @nn.compact
     def _states(self, carry, xs, resets):
         """Each layer's states [T, B, H] (a list of L); the last layer's are the outputs."""
-        width = self.options.features
+        width, steps = self.options.features, self.options.chrono_steps
+        bias_init = _chrono_bias(steps) if steps else nn.initializers.zeros
         h, states = xs, []
         for i in range(self.options.num_layers):
-            wi, wh, b = _dense_params(self, f"layer{i}", h.shape[-1], width, 3)
+            wi, wh, b = _dense_params(self, f"layer{i}", h.shape[-1], width, 3, bias_init)
             bh_n = self.param(f"layer{i}_bhn", nn.initializers.zeros, (width,))
             h = _time_scan(_gru_cell(wh, bh_n), carry[:, i], h @ wi + b, resets)
             states.append(h)

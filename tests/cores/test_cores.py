@@ -448,6 +448,29 @@ def test_registry_lookups_fail_by_name():
         cores.register("s5", cores.S5, cores.S5Options)
 
 
+def test_gru_chrono_init_spreads_the_update_gate_memory():
+    """Update-gate biases log(U[1, T - 1]) give keep fractions u / (1 + u), memories of
+    2 to T steps; the other gates' biases stay zero and the cell is the reference's."""
+    steps, width = 200, 256
+    core = cores.make("gru", features=width, num_layers=2, chrono_steps=steps)
+    xs, resets = data(0, 7, 0.2)
+    params = core.init(jax.random.PRNGKey(1), core.initialize_carry(B), xs, resets)
+    for i in range(2):
+        r, z, n = np.split(np.asarray(params["params"][f"layer{i}_b"]), 3)
+        assert not r.any() and not n.any()
+        memory = 1 / (1 - 1 / (1 + np.exp(-z)))  # 1 / (fraction forgotten per step)
+        assert memory.min() >= 2 - 1e-4 and memory.max() <= steps + 1e-3
+        # Uniform on [2, T]: a quarter of the units below the first quartile.
+        assert abs(np.mean(memory < 2 + (steps - 2) / 4) - 0.25) < 0.1
+    plain = cores.make("gru", features=width, num_layers=2)
+    zero = plain.init(jax.random.PRNGKey(1), plain.initialize_carry(B), xs, resets)
+    assert not np.asarray(zero["params"]["layer0_b"]).any()
+    carry = 0.5 * jax.random.normal(jax.random.PRNGKey(2), (B, 2, width))
+    got = core.apply(params, carry, xs, resets)
+    want = reference.gru(params, 2, carry, np.asarray(xs, np.float64), np.asarray(resets))
+    assert_trees_close(got, want, 1e-4)
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
@@ -459,6 +482,7 @@ def test_registry_lookups_fail_by_name():
         (cores.S5Options(state_size=64, blocks=3), "blocks=3 must divide state_size=64"),
         (cores.S5Options(state_size=6, blocks=2), "even blocks"),
         (cores.GRUOptions(num_layers=0), "num_layers must be >= 1"),
+        (cores.GRUOptions(chrono_steps=1), "chrono_steps must be 0 or >= 2"),
         (cores.LSTMOptions(features=0), "features must be >= 1"),
         (cores.MLPOptions(num_layers=0), "num_layers must be >= 1"),
     ],
