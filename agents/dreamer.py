@@ -41,14 +41,13 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax.training.train_state import TrainState
-from gymnax.environments import spaces
 
 from ssmrl import collect, cores, replay
+from ssmrl.actions import ActionCodec, obs_size
 from ssmrl.agent import Agent, WorldModelView
-from ssmrl.config import OptimConfig, check_whole_updates
+from ssmrl.config import OptimConfig, check_counts, check_range, check_whole_updates
 from ssmrl.nets import MLP, PolicyHead
 from ssmrl.replay import ReplayConfig
 from ssmrl.returns import imagined_targets, percentile_scale, replayed_targets
@@ -166,21 +165,12 @@ class Config(Generic[CoreOptions]):
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
-        for name in ("num_envs", "num_steps", "horizon", "total_timesteps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        check_counts(self, "num_envs", "num_steps", "horizon", "total_timesteps")
         check_whole_updates(self.total_timesteps, self.steps_per_update)
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in (0, 1], got {self.gamma}")
-        for name in ("lam", "ent_coef", "return_decay", "slow_critic_decay"):
-            if not 0.0 <= getattr(self, name) <= 1.0:  # also False for NaN
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if not 0.0 < self.reward_scale <= 1e6:
-            raise ValueError(f"reward_scale must lie in (0, 1e+06], got {self.reward_scale}")
-        for name in ("slow_reg", "replay_value"):
-            if not 0.0 <= getattr(self, name) <= 1e6:
-                raise ValueError(f"{name} must lie in [0, 1e+06], got {getattr(self, name)}")
+        check_range(self, ("gamma",), 0.0, 1.0, open_low=True)
+        check_range(self, ("lam", "ent_coef", "return_decay", "slow_critic_decay"), 0.0, 1.0)
+        check_range(self, ("reward_scale",), 0.0, 1e6, open_low=True)
+        check_range(self, ("slow_reg", "replay_value"), 0.0, 1e6)
         if not 0.0 <= self.return_low < self.return_high <= 100.0:
             raise ValueError(
                 "return_low and return_high must satisfy 0 <= low < high <= 100, got "
@@ -290,9 +280,8 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
     """
     cfg.validate()
     space = env.action_space(env_params)
-    discrete = isinstance(space, spaces.Discrete)
-    obs_dim = int(np.prod(env.observation_space(env_params).shape))
-    act_dim = int(space.n) if discrete else int(np.prod(space.shape))
+    codec, obs_dim = ActionCodec.of(space), obs_size(env, env_params)
+    act_dim = codec.size
     wm_cfg = cfg.world_model()
     model = WorldModel(wm_cfg, obs_dim)
     widths = (cfg.hidden,) * cfg.depth
@@ -312,16 +301,6 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         optim.build(grad_steps) for optim in (cfg.wm_optim, cfg.actor_optim, cfg.critic_optim)
     )
 
-    def encode(action):
-        """Env actions ``[N]`` int or ``[N, A]`` -> the world model's ``[N, A]``."""
-        return jax.nn.one_hot(action, act_dim) if discrete else action.astype(jnp.float32)
-
-    def decode(action):
-        return jnp.argmax(action, -1) if discrete else action
-
-    def to_env(action):
-        return action.astype(jnp.int32) if discrete else jnp.clip(action, space.low, space.high)
-
     def value(params, features):
         """The critic's value ``[...]`` of features ``[..., F]``."""
         return symexp(two_hot_decode(critic.apply(params, features), bins))
@@ -339,7 +318,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         )
         pi = actor.apply(params.actor, features)
         action = pi.mode() if greedy else pi.sample(seed=key_a)
-        return ActCarry(wm_carry, encode(action)), to_env(action)
+        return ActCarry(wm_carry, codec.encode(action)), codec.to_env(action)
 
     def policy_params(state: State) -> PolicyParams:
         return PolicyParams(state.learner.wm.params, state.learner.actor.params)
@@ -423,7 +402,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         seen_cont = model.apply(wm_params, out.features, method="continue_prob")
 
         def policy(features, key):
-            return encode(actor.apply(actor_params, features).sample(seed=key))
+            return codec.encode(actor.apply(actor_params, features).sample(seed=key))
 
         img = model.apply(wm_params, policy, start, cfg.horizon, key_img, method="imagine")
         pred = model.apply(wm_params, img.features, method="predict")
@@ -460,7 +439,7 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
         def actor_loss(params):
             pi = actor.apply(params, features)
             entropy = pi.entropy()
-            loss = -(pi.log_prob(decode(img.actions)) * advantage + cfg.ent_coef * entropy)
+            loss = -(pi.log_prob(codec.decode(img.actions)) * advantage + cfg.ent_coef * entropy)
             return jnp.mean(loss * w), jnp.mean(entropy)
 
         def critic_nll(params, features, targets, slow):
@@ -549,19 +528,16 @@ def memory_estimate(cfg: Config, env: Any, env_params: Any) -> int:
     ``B x T`` rows and the imagined rollouts from all of them (each state's core carry and
     features, the heads', actor's and critic's activations), times 3 for gradients. A guess
     meant to catch sizes that are clearly too large, not to budget memory."""
-    obs_dim = int(np.prod(env.observation_space(env_params).shape))
-    space = env.action_space(env_params)
-    act_dim = int(space.n) if isinstance(space, spaces.Discrete) else int(np.prod(space.shape))
-    carry = jax.eval_shape(lambda: cores.build(cfg.core).initialize_carry(1))
-    carry_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
-    latent, bins = cfg.latents * cfg.classes, cfg.world_model().bins
+    obs_dim = obs_size(env, env_params)
+    act_dim = ActionCodec.of(env.action_space(env_params)).size
+    wm_cfg = cfg.world_model()
+    latent = cfg.latents * cfg.classes
     features = cfg.core.features + latent
     mlp = cfg.hidden * cfg.depth * 3  # Dense, LayerNorm and activation outputs
     rows = cfg.replay.batch_size * cfg.replay.sequence_length
-    wm_row = carry_bytes + 4 * (
-        3 * obs_dim + 4 * latent + 16 * cfg.core.features * cfg.core.num_layers + 4 * mlp + bins
-    )
-    img_row = (cfg.horizon + 1) * (carry_bytes + 4 * (features + 2 * latent + 4 * mlp + 3 * bins))
+    wm_row = wm_cfg.row_bytes(obs_dim, act_dim)
+    img_floats = features + 2 * latent + 4 * mlp + 3 * wm_cfg.bins
+    img_row = (cfg.horizon + 1) * (wm_cfg.carry_bytes() + 4 * img_floats)
     env_steps = cfg.num_steps * cfg.num_envs * 4 * (3 * obs_dim + 2 * act_dim + 8)
     return env_steps + 3 * rows * (wm_row + img_row)
 

@@ -30,7 +30,7 @@ from flax.training.train_state import TrainState
 
 from ssmrl import cores
 from ssmrl.agent import Agent
-from ssmrl.config import OptimConfig, check_whole_updates
+from ssmrl.config import OptimConfig, check_counts, check_range, check_whole_updates
 from ssmrl.losses import clipped_surrogate, clipped_value_loss, normalize
 from ssmrl.nets import PolicyHead, ValueHead
 from ssmrl.returns import gae, next_values_from
@@ -95,23 +95,18 @@ class Config(Generic[CoreOptions]):
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
-        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "head_width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(
+            self, "num_envs", "num_steps", "update_epochs", "num_minibatches", "head_width"
+        )
         if self.num_envs % self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} must divide num_envs={self.num_envs} "
                 "(minibatches split the env axis)"
             )
         check_whole_updates(self.total_timesteps, self.steps_per_update)
-        for name in ("gamma", "gae_lambda", "next_episode_discount"):
-            if not 0.0 <= getattr(self, name) <= 1.0:  # also False for NaN
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        for name, high in (("clip_eps", 1.0), ("vf_clip_eps", 1e6), ("vf_coef", 1e6)):
-            if not 0.0 < getattr(self, name) <= high:
-                raise ValueError(f"{name} must lie in (0, {high:g}], got {getattr(self, name)}")
-        if not 0.0 <= self.ent_coef <= 1.0:
-            raise ValueError(f"ent_coef must lie in [0, 1], got {self.ent_coef}")
+        check_range(self, ("gamma", "gae_lambda", "next_episode_discount", "ent_coef"), 0.0, 1.0)
+        check_range(self, ("clip_eps",), 0.0, 1.0, open_low=True)
+        check_range(self, ("vf_clip_eps", "vf_coef"), 0.0, 1e6, open_low=True)
         cores.build(self.core)
 
 

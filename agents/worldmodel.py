@@ -28,13 +28,12 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax.training.train_state import TrainState
-from gymnax.environments import spaces
 
 from ssmrl import cores
+from ssmrl.actions import ActionCodec, obs_size
 from ssmrl.agent import Agent, WorldModelView
-from ssmrl.config import OptimConfig
+from ssmrl.config import OptimConfig, check_counts
 from ssmrl.imagination import check_scripted, episode_inputs
 from ssmrl.worldmodel import WorldModel, WorldModelConfig
 
@@ -85,10 +84,7 @@ class Config(Generic[CoreOptions]):
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
-        for name in ("batch_size", "updates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        check_counts(self, "batch_size", "updates")
         self.world_model().validate()
         self.optim.validate()
 
@@ -121,10 +117,8 @@ def make_agent(cfg: Config, env: Any, env_params: Any) -> Agent:
     """The offline trainer on ``env`` as the `ssmrl.agent.Agent` contract (state: `State`)."""
     cfg.validate()
     check_env(env, env_params)
-    space = env.action_space(env_params)
-    discrete = isinstance(space, spaces.Discrete)
-    act_dim = int(space.n) if discrete else int(np.prod(space.shape))
-    obs_dim = int(np.prod(env.observation_space(env_params).shape))
+    act_dim = ActionCodec.of(env.action_space(env_params)).size
+    obs_dim = obs_size(env, env_params)
     model = WorldModel(cfg.world_model(), obs_dim)
 
     def episodes(key):
@@ -177,12 +171,5 @@ def memory_estimate(cfg: Config, obs_dim: int, act_dim: int, rows: int) -> int:
     ``batch_size x rows`` steps (every core carry kept by the sequence call, the encoder's,
     decoder's and heads' activations), times 3 for gradients. A guess meant to catch sizes
     that are clearly too large, not to budget memory."""
-    carry = jax.eval_shape(lambda: cores.build(cfg.core).initialize_carry(1))
-    carry_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
-    latent, bins = cfg.latents * cfg.classes, cfg.world_model().bins
-    mlp = cfg.hidden * cfg.depth * 3
-    row = carry_bytes + 4 * (
-        3 * obs_dim + act_dim + 4 * latent + 16 * cfg.core.features * cfg.core.num_layers
-    )
-    row += 4 * (4 * mlp + bins)
+    row = cfg.world_model().row_bytes(obs_dim, act_dim)
     return 3 * cfg.batch_size * rows * row

@@ -1,4 +1,5 @@
-"""Configuration pieces shared by the agents: the optimiser and the update count check.
+"""Configuration pieces shared by the agents: the optimiser, the update count check and
+the range checks of their ``validate`` methods.
 
 A memory core's settings are its options dataclass (`ssmrl.cores.S5Options`, ...).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import optax
 
@@ -56,3 +58,24 @@ def check_whole_updates(total_timesteps: int, steps_per_update: int) -> None:
             f"num_envs * num_steps = {steps_per_update} steps; nearest: {below} or "
             f"{below + steps_per_update}"
         )
+
+
+def check_counts(config: Any, *names: str) -> None:
+    """Raise ValueError unless each named setting of ``config`` is an int >= 1 (not a bool)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def check_range(
+    config: Any, names: tuple[str, ...], low: float, high: float, *, open_low: bool = False
+) -> None:
+    """Raise ValueError unless each named setting lies in ``[low, high]`` (``(low, high]``
+    with ``open_low``); NaN never does."""
+    for name in names:
+        value = getattr(config, name)
+        inside = low < value <= high if open_low else low <= value <= high
+        if not inside:
+            bracket = "(" if open_low else "["
+            raise ValueError(f"{name} must lie in {bracket}{low:g}, {high:g}], got {value}")

@@ -213,6 +213,20 @@ class WorldModelConfig(Generic[CoreOptions]):
         if not self.bin_limit > 0.0:
             raise ValueError(f"bin_limit must be > 0, got {self.bin_limit}")
 
+    def carry_bytes(self) -> int:
+        """Bytes of one row of the core's carry."""
+        carry = jax.eval_shape(lambda: cores.build(self.core).initialize_carry(1))
+        return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
+
+    def row_bytes(self, obs_dim: int, act_dim: int) -> int:
+        """Rough bytes of the world model's activations for one training row: the core's
+        carry, inputs and reconstructions, latents, the backbone's layers and the MLPs'
+        Dense, LayerNorm and activation outputs (a guess for memory estimates)."""
+        latent, mlp = self.latents * self.classes, self.hidden * self.depth * 3
+        backbone = 16 * self.core.features * self.core.num_layers
+        floats = 3 * obs_dim + act_dim + 4 * latent + backbone + 4 * mlp + self.bins
+        return self.carry_bytes() + 4 * floats
+
 
 class WorldModelCarry(NamedTuple):
     """The world model's state after a step (leaves ``[B, ...]``, or ``[T, B, ...]``).

@@ -1,4 +1,4 @@
-"""Tests for ssmrl.config: the optimiser settings."""
+"""Tests for ssmrl.config: the optimiser settings and the shared checks."""
 
 from __future__ import annotations
 
@@ -36,3 +36,23 @@ def test_check_whole_updates_names_the_nearest_totals():
         check_whole_updates(2100, 2048)
     with pytest.raises(ValueError, match="less than one update"):
         check_whole_updates(100, 2048)
+
+
+def test_count_and_range_checks_name_the_setting_and_its_bounds():
+    from types import SimpleNamespace
+
+    from ssmrl.config import check_counts, check_range
+
+    cfg = SimpleNamespace(a=1, b=0, flag=True, half=0.5, zero=0.0, nan=float("nan"), big=2.0)
+    check_counts(cfg, "a")
+    for name, shown in (("b", "0"), ("flag", "True"), ("half", "0.5")):
+        with pytest.raises(ValueError, match=f"^{name} must be a whole number >= 1, got {shown}$"):
+            check_counts(cfg, "a", name)
+    check_range(cfg, ("half", "zero"), 0.0, 1.0)
+    check_range(cfg, ("half",), 0.0, 1.0, open_low=True)
+    with pytest.raises(ValueError, match=r"^zero must lie in \(0, 1\], got 0.0$"):
+        check_range(cfg, ("half", "zero"), 0.0, 1.0, open_low=True)
+    with pytest.raises(ValueError, match=r"^nan must lie in \[0, 1e\+06\], got nan$"):
+        check_range(cfg, ("nan",), 0.0, 1e6)
+    with pytest.raises(ValueError, match=r"^big must lie in \[0, 1\], got 2.0$"):
+        check_range(cfg, ("big",), 0.0, 1.0)
