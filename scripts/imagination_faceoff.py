@@ -2,22 +2,25 @@
 
     python scripts/imagination_faceoff.py                          # S5 and GRU on TwoRoomsRecall
     python scripts/imagination_faceoff.py --cores s5 gru lstm mlp --updates 4000
+    python scripts/imagination_faceoff.py --cores s5 gru gru:chrono_steps=256 lru transformer
     python scripts/imagination_faceoff.py --set core.state_size=128 --out results/wm-n128
     python scripts/imagination_faceoff.py --report docs/results/imagination_two_rooms.json
 
 Every core named trains a world model from ``configs/worldmodel/two_rooms.yaml`` (env and
 settings changeable with ``--env`` and ``--set``) in ``OUT/runs/ENV-CORE``; rerunning with
-the same settings continues or reuses those runs. The S5 model's parameter count is the
-reference: every other core gets the width whose world model is closest to it
-(`ssmrl.matching.matched_width`, within 10%). Each trained model is then measured as
-``ssmrl imagine`` does (`ssmrl.experiment.imagine`: ``--context`` steps observed, open-loop
-imagination with the true actions, on fresh episodes), and the script prints cell
-accuracy per horizon side by side with the copy-last-frame and marginal baselines,
-writes ``OUT/ENV.json`` (what ``--report`` prints again) and checks the issue's bars:
+the same settings continues or reuses those runs. A core named ``NAME:KEY=VALUE,...`` is
+core NAME with those options set (values read as YAML), trained in
+``OUT/runs/ENV-NAME-KEYVALUE...``, so one core can appear with several options. The S5
+model's parameter count is the reference: every other core gets the width whose world
+model is closest to it (`ssmrl.matching.matched_width`, within 10%). Each trained model is
+then measured as ``ssmrl imagine`` does (`ssmrl.experiment.imagine`: ``--context`` steps
+observed, open-loop imagination with the true actions, on fresh episodes), and the script
+prints cell accuracy per horizon side by side with the copy-last-frame and marginal
+baselines, writes ``OUT/ENV.json`` (what ``--report`` prints again) and checks the bars:
 
 - every core reaches 95% cell accuracy at horizons up to 8;
 - S5 reaches 90% at horizon 128;
-- S5's error (1 - accuracy) at horizon 128 is at most half the GRU's;
+- S5's error (1 - accuracy) at horizon 128 is at most half each GRU's;
 - every core beats both baselines at every horizon.
 """
 
@@ -25,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import yaml
 
 from ssmrl import configfile, experiment
 from ssmrl.configfile import ConfigError
@@ -39,15 +45,42 @@ PRESET = "configs/worldmodel/two_rooms.yaml"
 SHORT, SHORT_ACCURACY, LONG, LONG_ACCURACY, ERROR_RATIO = 8, 0.95, 128, 0.90, 0.5
 
 
-def core_settings(settings: experiment.Settings, core: str, obs_dim: int, act_dim: int):
-    """``(settings with core, parameter count)``: S5 as given, others width-matched to it."""
+def parse_core(spec: str) -> tuple[str, dict]:
+    """``"gru:chrono_steps=256,num_layers=1"`` -> ``("gru", {"chrono_steps": 256, ...})``."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, text = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+            raise ConfigError(
+                f"core {spec!r}: expected NAME:KEY=VALUE,..., e.g. gru:chrono_steps=256"
+            )
+        options[key] = yaml.safe_load(text)
+    if name == "s5" and options:
+        raise ConfigError("core s5 is the reference; change it with --set core.KEY=VALUE")
+    if "features" in options:
+        raise ConfigError(f"core {spec!r}: the width (features) is matched to S5's, not set")
+    return name, options
+
+
+def run_name(env: str, spec: str) -> str:
+    """The run directory's name: ``ENV-NAME`` and each option as ``-KEYVALUE``."""
+    name, options = parse_core(spec)
+    return "-".join([env, name, *(f"{k}{v}" for k, v in options.items())])
+
+
+def core_settings(settings: experiment.Settings, spec: str, obs_dim: int, act_dim: int):
+    """``(settings with core spec, parameter count)``: S5 as given, others width-matched to it."""
     reference = settings.hparams.world_model()
-    if core == "s5":
+    name, options = parse_core(spec)
+    if name == "s5":
         return settings, param_count(reference, obs_dim, act_dim)
-    chosen, count = matched_width(reference, core, obs_dim, act_dim)
-    resolved = experiment.with_core(settings, core)
-    core_options = replace(resolved.hparams.core, features=chosen.core.features)
-    return replace(resolved, hparams=replace(resolved.hparams, core=core_options)), count
+    resolved = experiment.with_core(settings, name)
+    try:
+        chosen, count = matched_width(reference, name, obs_dim, act_dim, options=options)
+    except TypeError as e:  # an option the core does not have
+        raise ConfigError(f"core {spec!r}: {e}") from None
+    return replace(resolved, hparams=replace(resolved.hparams, core=chosen.core)), count
 
 
 def run_core(settings, core: str, out: Path, args) -> dict:
@@ -57,8 +90,11 @@ def run_core(settings, core: str, out: Path, args) -> dict:
     env, env_params = envs.make(settings.hparams.env)
     obs_dim = env.observation_space(env_params).shape[0]
     act_dim = env.action_space(env_params).n
-    resolved, count = core_settings(settings, core, obs_dim, act_dim)
-    run_dir = out / "runs" / f"{resolved.hparams.env}-{core}"
+    try:
+        resolved, count = core_settings(settings, core, obs_dim, act_dim)
+    except (ConfigError, ValueError) as e:
+        sys.exit(str(e))
+    run_dir = out / "runs" / run_name(resolved.hparams.env, core)
     print(
         f"\n{resolved.hparams.env} / {core}: {count:,} parameters, width "
         f"{resolved.hparams.core.features}, {resolved.hparams.updates} updates"
@@ -113,11 +149,11 @@ def checks(results: dict[str, dict]) -> list[tuple[str, bool]]:
         out.append(
             (f"s5: accuracy >= {LONG_ACCURACY} at horizon {LONG} ({a:.3f})", a >= LONG_ACCURACY)
         )
-        if "gru" in results:
-            e_s5, e_gru = 1 - a, 1 - accuracy("gru", LONG)
+        for core in (c for c in results if c.partition(":")[0] == "gru"):
+            e_s5, e_gru = 1 - a, 1 - accuracy(core, LONG)
             out.append(
                 (
-                    f"s5 error at {LONG} <= {ERROR_RATIO} x gru's ({e_s5:.3f} vs {e_gru:.3f})",
+                    f"s5 error at {LONG} <= {ERROR_RATIO} x {core}'s ({e_s5:.3f} vs {e_gru:.3f})",
                     e_s5 <= ERROR_RATIO * e_gru,
                 )
             )
@@ -162,7 +198,12 @@ def report(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default=None, help="task (default: the preset's)")
-    parser.add_argument("--cores", nargs="+", default=["s5", "gru"])
+    parser.add_argument(
+        "--cores",
+        nargs="+",
+        default=["s5", "gru"],
+        help="cores, each NAME or NAME:KEY=VALUE,... (e.g. gru:chrono_steps=256); s5 is needed",
+    )
     parser.add_argument("--updates", type=int, default=None, help="training updates per core")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--context", type=int, default=128)
@@ -186,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if "s5" not in args.cores:
         parser.error("--cores must include s5 (the reference size)")
     try:
+        for core in args.cores:
+            parse_core(core)
         overrides = configfile.parse_overrides(args.set)
         overrides.update(
             {

@@ -53,15 +53,17 @@ def matched_width(
     act_dim: int,
     tolerance: float = 0.1,
     widths: tuple[int, int] = (4, 2048),
+    options: dict[str, Any] | None = None,
 ) -> tuple[WorldModelConfig, int]:
     """``(config with core name, its parameter count)``: the width in ``widths`` (inclusive)
-    whose world model's size is closest to ``config``'s. The count grows with the width,
-    so a bisection finds it. ValueError (one line) when the closest lies outside
-    ``±tolerance`` of the target."""
+    whose world model's size is closest to ``config``'s, the core's other ``options`` set
+    as given. The count grows with the width, so a bisection finds it. ValueError (one
+    line) when the closest lies outside ``±tolerance`` of the target."""
     target = param_count(config, obs_dim, act_dim)
+    options = options or {}
 
     def count(width: int) -> int:
-        return param_count(with_core(config, name, features=width), obs_dim, act_dim)
+        return param_count(with_core(config, name, **options, features=width), obs_dim, act_dim)
 
     low, high = widths
     while low < high:
@@ -71,7 +73,7 @@ def matched_width(
         else:
             high = mid
     best = min(sorted({low, max(low - 1, widths[0])}), key=lambda w: abs(count(w) - target))
-    chosen = with_core(config, name, features=best)
+    chosen = with_core(config, name, **options, features=best)
     params = count(best)
     if abs(params - target) > tolerance * target:
         raise ValueError(

@@ -6,7 +6,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 from ssmrl import experiment
+from ssmrl.configfile import ConfigError
 from ssmrl.matching import param_count
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "imagination_faceoff.py"
@@ -65,3 +68,35 @@ def test_other_cores_get_the_s5_model_size():
         assert resolved.hparams.core.name == core
         assert count == param_count(resolved.hparams.world_model(), 72, 5)
         assert abs(count - target) <= 0.1 * target
+
+
+def test_core_specs_set_options_and_name_their_runs():
+    assert faceoff.parse_core("gru") == ("gru", {})
+    assert faceoff.parse_core("gru:chrono_steps=256") == ("gru", {"chrono_steps": 256})
+    assert faceoff.run_name("TwoRoomsRecall", "gru:chrono_steps=256") == (
+        "TwoRoomsRecall-gru-chrono_steps256"
+    )
+    overrides = {"core": {"features": 16, "state_size": 8}, "hidden": 16, "depth": 1}
+    settings = experiment.load_settings("worldmodel", overrides={**overrides, "latents": 4})
+    resolved, _ = faceoff.core_settings(settings, "gru:chrono_steps=64", 72, 5)
+    assert resolved.hparams.core.chrono_steps == 64
+    for spec, match in (
+        ("gru:chrono_steps", "expected NAME:KEY=VALUE"),
+        ("s5:state_size=8", "s5 is the reference"),
+        ("gru:features=8", "matched to S5's"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            faceoff.parse_core(spec)
+    with pytest.raises(ConfigError, match="core 'gru:window=8'.*window"):
+        faceoff.core_settings(settings, "gru:window=8", 72, 5)
+
+
+def test_each_gru_is_compared_with_s5_at_the_longest_horizon():
+    results = {
+        "s5": _result([0.99, 0.96, 0.95]),
+        "gru": _result([0.98, 0.97, 0.8]),
+        "gru:chrono_steps=256": _result([0.98, 0.97, 0.93]),
+    }
+    ratio = [(text, ok) for text, ok in faceoff.checks(results) if "error at" in text]
+    assert [ok for _, ok in ratio] == [True, False]
+    assert "gru:chrono_steps=256's (0.050 vs 0.070)" in ratio[1][0]

@@ -62,3 +62,13 @@ def test_matched_width_gives_a_transformer_of_any_width():
     for other in (width - 1, width + 1):
         neighbour = param_count(with_core(reference, "transformer", features=other), 6, 3)
         assert abs(count - target) <= abs(neighbour - target)
+
+
+def test_matched_width_keeps_the_options_it_is_given():
+    """An option that changes the size (the LRU's state) is matched with it set."""
+    plain, _ = matched_width(S5, "lru", 6, 3)
+    chosen, count = matched_width(S5, "lru", 6, 3, options={"state_size": 4})
+    assert chosen.core.state_size == 4 and count == param_count(chosen, 6, 3)
+    assert chosen.core.features > plain.core.features  # less state, so wider
+    gru, _ = matched_width(S5, "gru", 6, 3, options={"chrono_steps": 64})
+    assert gru.core.chrono_steps == 64
