@@ -408,7 +408,7 @@ DEFAULTS = {
         mixing="half_glu",
         scan="auto",
     ),
-    "gru": dict(features=128, num_layers=1),
+    "gru": dict(features=128, num_layers=1, chrono_steps=0),
     "lstm": dict(features=128, num_layers=1),
     "mlp": dict(features=128, num_layers=2),
     "transformer": dict(
