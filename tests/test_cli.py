@@ -57,7 +57,11 @@ def test_help_lists_commands_and_flags(capsys):
             "core.name: unknown core 's4'; allowed: gru, lru, lstm, mlp, s5, transformer",
         ),
         ("core:\n  name: mamba\n", [], "core.name: unknown core 'mamba'; allowed:"),
-        ("core:\n  name: gru\n  state_size: 64\n", [], "core.state_size; allowed: chrono_steps, features, name,"),
+        (
+            "core:\n  name: gru\n  state_size: 64\n",
+            [],
+            "core.state_size; allowed: chrono_steps, features, name,",
+        ),
         ("agent: dreamer\n", [], "agent: the settings are for 'dreamer', not 'ppo'"),
     ],
 )
